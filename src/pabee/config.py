@@ -1,0 +1,90 @@
+"""What pabee saves beside the backbone's weights: the early-exit defaults and the loss weighting."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .losses import LOSS_WEIGHTINGS
+from .policy import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
+
+logger = logging.getLogger(__name__)
+
+PABEE_CONFIG_NAME = "pabee_config.json"
+
+
+@dataclass
+class PabeeConfig:
+    """Early-exit settings saved with a model as ``pabee_config.json``.
+
+    Attributes:
+        patience: default patience used when ``forward`` gets none (0 = full depth, last classifier).
+        regression_threshold: default agreement threshold for regression models (|delta| < threshold).
+        loss_weighting: how the classifiers' losses are weighted in training ("linear": i / sum(1..L)).
+        classifier_dropout: dropout before every internal classifier (None: the backbone's hidden dropout).
+    """
+
+    patience: int = 0
+    regression_threshold: float = DEFAULT_REGRESSION_THRESHOLD
+    loss_weighting: str = "linear"
+    classifier_dropout: float | None = None
+    pabee_version: str = ""
+
+    def __post_init__(self) -> None:
+        self.patience = check_patience(self.patience)
+        self.regression_threshold = check_regression_threshold(self.regression_threshold)
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(
+                f"unknown loss weighting {self.loss_weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}"
+            )
+        if self.classifier_dropout is not None and not 0.0 <= float(self.classifier_dropout) < 1.0:
+            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        if not self.pabee_version:
+            from . import __version__
+
+            self.pabee_version = __version__
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> PabeeConfig:
+        """Build from a dict, ignoring (with a warning) keys this version does not know."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            logger.warning("ignoring unknown keys in %s: %s", PABEE_CONFIG_NAME, ", ".join(unknown))
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """Write ``pabee_config.json`` into ``folder`` atomically."""
+        path = Path(folder) / PABEE_CONFIG_NAME
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike) -> PabeeConfig:
+        path = Path(folder) / PABEE_CONFIG_NAME
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON: {err}") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"{path} must hold a JSON object")
+        return cls.from_dict(values)
+
+
+def is_pabee_folder(path: str | os.PathLike) -> bool:
+    """True when ``path`` is a folder written by ``PabeeForSequenceClassification.save_pretrained``."""
+    return (Path(path) / PABEE_CONFIG_NAME).is_file()
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

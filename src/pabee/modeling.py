@@ -1,0 +1,400 @@
+"""PabeeForSequenceClassification: an encoder with an internal classifier after every layer and per-example
+patience-based early exit at inference."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+from .backbones import BackboneDriver, get_driver, trim_layer_extra
+from .config import PabeeConfig, atomic_write_text, is_pabee_folder
+from .losses import layer_loss_weights, weighted_layer_loss
+from .policy import (
+    check_patience,
+    check_regression_threshold,
+    gather_exit_logits,
+    next_patience_counter,
+    patience_exit_layers,
+    patience_reached,
+    predictions_agree,
+)
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+@dataclass
+class PabeeOutput(ModelOutput):
+    """What ``PabeeForSequenceClassification.forward`` returns.
+
+    loss: scalar, sum_i i * L_i / sum_i i over the classifiers (only when labels are given).
+    logits: (batch, num_labels), each example's logits at its exit layer.
+    exit_layers: (batch,) long, how many layers each example ran (1..L).
+    all_logits: (L, batch, num_labels), every classifier's logits (only with ``output_all_layers=True``).
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    exit_layers: torch.Tensor | None = None
+    all_logits: torch.Tensor | None = None
+
+
+class ClsPooler(nn.Module):
+    """dense + tanh on the first token, for backbones that have no pooler of their own (DistilBERT, ELECTRA)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # (B,S,H) -> (B,H)
+        return torch.tanh(self.dense(hidden[:, 0]))
+
+
+class PabeeForSequenceClassification(nn.Module):
+    """A Hugging Face encoder with one linear classifier per layer, trained jointly, that exits early at inference.
+
+    Build it with :meth:`from_pretrained` (a plain encoder checkpoint or a folder saved by :meth:`save_pretrained`),
+    or directly from a backbone module (``transformers.AutoModel``) for tests and custom setups.
+
+    ``model.config`` is the backbone's transformers config (with ``num_labels``, ``id2label``, ``label2id``);
+    ``model.pabee_config`` holds the early-exit defaults saved with the model.
+    """
+
+    def __init__(self, backbone: PreTrainedModel, pabee_config: PabeeConfig | None = None):
+        super().__init__()
+        self.driver: BackboneDriver = get_driver(backbone.config.model_type)
+        self.backbone = backbone
+        self.pabee_config = pabee_config if pabee_config is not None else PabeeConfig()
+        config = backbone.config
+        num_labels = config.num_labels
+        if not isinstance(num_labels, int) or num_labels < 1:
+            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        hidden_size = config.hidden_size if hasattr(config, "hidden_size") else config.dim
+        self.num_layers = self.driver.num_layers(config)
+        dropout = self.pabee_config.classifier_dropout
+        if dropout is None:
+            dropout = _first_attr(config, ("classifier_dropout", "hidden_dropout_prob", "seq_classif_dropout"), 0.1)
+        self.dropout = nn.Dropout(dropout)
+        self.pooler = ClsPooler(hidden_size) if self.driver.pooler(backbone) is None else None
+        self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_labels) for _ in range(self.num_layers))
+        std = getattr(config, "initializer_range", 0.02)
+        for module in [*self.classifiers, *([self.pooler.dense] if self.pooler is not None else [])]:
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            nn.init.zeros_(module.bias)
+        self.register_buffer(
+            "loss_weights", layer_loss_weights(self.num_layers, self.pabee_config.loss_weighting), persistent=False
+        )
+        self.eval()
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def config(self) -> PretrainedConfig:
+        return self.backbone.config
+
+    @property
+    def num_labels(self) -> int:
+        return self.backbone.config.num_labels
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        patience: int | None = None,
+        regression_threshold: float | None = None,
+        output_all_layers: bool = False,
+    ) -> PabeeOutput:
+        """Run the encoder with early exit.
+
+        input_ids, attention_mask, token_type_ids: (batch, seq). patience / regression_threshold default to
+        ``pabee_config``. In training mode, with ``labels`` or with ``output_all_layers`` every layer runs for every
+        example (the loss needs every classifier); exit layers are then recomputed from all layers' logits with the
+        same rule. Otherwise examples that exit stop costing compute: the active batch shrinks layer by layer.
+        """
+        patience = check_patience(self.pabee_config.patience if patience is None else patience)
+        threshold = check_regression_threshold(
+            self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
+        )
+        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        input_ids, attention_mask, token_type_ids = _trim_trailing_padding(input_ids, attention_mask, token_type_ids)
+        hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)  # (B,S,H)
+
+        if self.training or labels is not None or output_all_layers:
+            all_logits = self._all_layer_logits(hidden, attention_mask)  # (L,B,C)
+            loss = None
+            if labels is not None:
+                if labels.size(0) != input_ids.size(0):
+                    raise ValueError(f"labels has {labels.size(0)} rows but the batch has {input_ids.size(0)}")
+                loss = weighted_layer_loss(all_logits, labels, self.loss_weights)
+            exit_layers = patience_exit_layers(all_logits.detach(), patience, threshold)
+            return PabeeOutput(
+                loss=loss,
+                logits=gather_exit_logits(all_logits, exit_layers),
+                exit_layers=exit_layers,
+                all_logits=all_logits if output_all_layers else None,
+            )
+        logits, exit_layers = self._early_exit(hidden, attention_mask, patience, threshold)
+        return PabeeOutput(logits=logits, exit_layers=exit_layers)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The backbone's last hidden state (B,S,H), computed through pabee's layer-by-layer driver."""
+        input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
+        hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)
+        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+        extra = self.driver.layer_extra(self.backbone, hidden)
+        for i in range(self.num_layers):
+            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+        return hidden
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids):
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise TypeError("input_ids must be a (batch, seq) tensor of token ids")
+        if input_ids.size(0) == 0 or input_ids.size(1) == 0:
+            raise ValueError(f"empty batch: input_ids has shape {tuple(input_ids.shape)}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        elif attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
+            )
+        if token_type_ids is not None and token_type_ids.shape != input_ids.shape:
+            raise ValueError(
+                f"token_type_ids shape {tuple(token_type_ids.shape)} != input_ids shape {tuple(input_ids.shape)}"
+            )
+        if not self.driver.uses_token_type_ids:
+            token_type_ids = None
+        return input_ids, attention_mask, token_type_ids
+
+    def _classify(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
+        """Classifier i on the pooled first token: (B,S,H) -> (B,C)."""
+        pooled = self.pooler(hidden) if self.pooler is not None else self.driver.pooler(self.backbone)(hidden)
+        return self.classifiers[i](self.dropout(pooled))
+
+    def _all_layer_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every layer for every row; returns (L,B,C)."""
+        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+        extra = self.driver.layer_extra(self.backbone, hidden)
+        all_logits = []
+        for i in range(self.num_layers):
+            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            all_logits.append(self._classify(i, hidden))
+        return torch.stack(all_logits)
+
+    def _early_exit(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, patience: int, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer-by-layer inference where each row leaves as soon as its patience is reached.
+
+        hidden (B,S,H), attention_mask (B,S) -> logits (B,C), exit_layers (B,).
+        ``rows`` maps the active rows back to their place in the batch.
+        """
+        batch = hidden.size(0)
+        last = self.num_layers - 1
+        logits_out = hidden.new_empty(batch, self.num_labels)
+        exit_layers = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
+        rows = torch.arange(batch, device=hidden.device)  # (A,)
+        counter = torch.zeros(batch, dtype=torch.long, device=hidden.device)  # (A,)
+        previous = None  # (A,C)
+        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+        extra = self.driver.layer_extra(self.backbone, hidden)
+        for i in range(self.num_layers):
+            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            if i < last and patience == 0:
+                continue  # no early exit: only the last classifier is needed
+            logits = self._classify(i, hidden)  # (A,C)
+            if i == last:
+                logits_out[rows] = logits
+                break
+            if previous is not None:
+                counter = next_patience_counter(counter, predictions_agree(previous, logits, threshold))
+            done = patience_reached(counter, patience)  # (A,)
+            if bool(done.any()):
+                logits_out[rows[done]] = logits[done]
+                exit_layers[rows[done]] = i + 1
+                keep = ~done
+                if not bool(keep.any()):
+                    break
+                rows, counter, logits = rows[keep], counter[keep], logits[keep]
+                hidden, attention_mask = hidden[keep], attention_mask[keep]
+                hidden, attention_mask = _trim_trailing_columns(hidden, attention_mask)
+                mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+                extra = trim_layer_extra(extra, hidden.size(1))
+            previous = logits
+        return logits_out, exit_layers
+
+    # ------------------------------------------------------------------ save / load
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+        """Write config.json (backbone + labels), pabee_config.json and model.safetensors (all weights).
+
+        Each file is written to a temporary name and renamed, so an interrupted save never leaves a torn file.
+        """
+        folder = Path(save_directory)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        tmp = folder / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
+        save_file(state, str(tmp), metadata={"format": "pt", "pabee": "1"})
+        os.replace(tmp, folder / WEIGHTS_NAME)
+        atomic_write_text(folder / "config.json", self.config.to_json_string(use_diff=True))
+        self.pabee_config.save(folder)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        num_labels: int | None = None,
+        id2label: dict[int, str] | None = None,
+        label2id: dict[str, int] | None = None,
+        patience: int | None = None,
+        regression_threshold: float | None = None,
+        loss_weighting: str | None = None,
+        classifier_dropout: float | None = None,
+        **backbone_kwargs,
+    ) -> PabeeForSequenceClassification:
+        """Load a model in eval mode.
+
+        ``name_or_path`` is either a folder written by :meth:`save_pretrained` (everything is restored; the options
+        given here override the saved early-exit defaults, and ``num_labels`` must match), or a plain encoder
+        checkpoint (local folder or hub id) whose backbone weights are loaded with ``transformers.AutoModel`` and
+        which gets freshly initialised classifiers. ``backbone_kwargs`` go to transformers (``revision``,
+        ``attn_implementation``, ``local_files_only``...).
+        """
+        overrides = {
+            "patience": patience,
+            "regression_threshold": regression_threshold,
+            "loss_weighting": loss_weighting,
+            "classifier_dropout": classifier_dropout,
+        }
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
+            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        if is_pabee_folder(name_or_path):
+            return cls._load_saved(Path(name_or_path), num_labels, id2label, label2id, overrides, backbone_kwargs)
+
+        label_kwargs = _label_kwargs(num_labels, id2label, label2id)
+        config = _load_config(name_or_path, label_kwargs, backbone_kwargs)
+        get_driver(config.model_type)  # fail before loading any weights
+        try:
+            backbone = AutoModel.from_pretrained(name_or_path, config=config, **backbone_kwargs)
+        except OSError as err:
+            raise OSError(_load_error(name_or_path, err)) from None
+        return cls(backbone, PabeeConfig(**overrides))
+
+    @classmethod
+    def _load_saved(cls, folder, num_labels, id2label, label2id, overrides, backbone_kwargs):
+        config = AutoConfig.from_pretrained(folder)
+        if num_labels is not None and num_labels != config.num_labels:
+            raise ValueError(
+                f"num_labels={num_labels} contradicts the saved model in {folder}, which has {config.num_labels} labels"
+            )
+        if id2label is not None:
+            config.id2label = {int(k): v for k, v in id2label.items()}
+            config.label2id = {v: k for k, v in config.id2label.items()}
+        if label2id is not None:
+            config.label2id = dict(label2id)
+        get_driver(config.model_type)
+        saved = PabeeConfig.load(folder).to_dict()
+        saved.update(overrides)
+        attn = backbone_kwargs.get("attn_implementation")
+        backbone = AutoModel.from_config(config, **({"attn_implementation": attn} if attn else {}))
+        model = cls(backbone, PabeeConfig(**{k: v for k, v in saved.items() if k != "pabee_version"}))
+        weights = folder / WEIGHTS_NAME
+        if not weights.is_file():
+            raise FileNotFoundError(f"{weights} is missing: the folder has a pabee config but no weights")
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"{weights} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        return model.eval()
+
+
+def _first_attr(config, names, default):
+    for name in names:
+        value = getattr(config, name, None)
+        if value is not None:
+            return value
+    return default
+
+
+def _label_kwargs(num_labels, id2label, label2id) -> dict:
+    kwargs = {}
+    if id2label is not None:
+        kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
+        kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
+        if num_labels is not None and num_labels != len(id2label):
+            raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} labels")
+    if label2id is not None:
+        kwargs["label2id"] = dict(label2id)
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+        if num_labels == 1:
+            kwargs["problem_type"] = "regression"
+    return kwargs
+
+
+def _load_config(name_or_path, label_kwargs, backbone_kwargs) -> PretrainedConfig:
+    hub_keys = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code")
+    try:
+        return AutoConfig.from_pretrained(
+            name_or_path, **label_kwargs, **{k: v for k, v in backbone_kwargs.items() if k in hub_keys}
+        )
+    except OSError as err:
+        raise OSError(_load_error(name_or_path, err)) from None
+    except ValueError as err:  # unknown model_type in config.json
+        raise ValueError(f"cannot load {name_or_path!s}: {str(err).splitlines()[0]}") from None
+
+
+def _load_error(name_or_path, err: Exception) -> str:
+    if Path(name_or_path).exists():
+        return f"cannot load {name_or_path!s}: {str(err).splitlines()[0]}"
+    return (
+        f"cannot load {name_or_path!s}: it is not a local folder and could not be fetched from the Hugging Face hub "
+        f"(offline or unknown id): {str(err).splitlines()[0]}"
+    )
+
+
+def _trim_trailing_padding(input_ids, attention_mask, token_type_ids):
+    """Drop columns on the right that are padding in every row (right-padded batches). (B,S) -> (B,S')."""
+    keep = _needed_length(attention_mask)
+    if keep == input_ids.size(1):
+        return input_ids, attention_mask, token_type_ids
+    if token_type_ids is not None:
+        token_type_ids = token_type_ids[:, :keep]
+    return input_ids[:, :keep], attention_mask[:, :keep], token_type_ids
+
+
+def _trim_trailing_columns(hidden, attention_mask):
+    """Same as ``_trim_trailing_padding`` for hidden states (B,S,H) after rows left the batch."""
+    keep = _needed_length(attention_mask)
+    if keep == hidden.size(1):
+        return hidden, attention_mask
+    return hidden[:, :keep], attention_mask[:, :keep]
+
+
+def _needed_length(attention_mask: torch.Tensor) -> int:
+    """1 + the last column that some row attends to (at least 1)."""
+    if bool(attention_mask[:, -1].any()):
+        return attention_mask.size(1)
+    used = attention_mask.bool().any(dim=0)  # (S,)
+    nonzero = used.nonzero()
+    return max(int(nonzero[-1]) + 1, 1) if nonzero.numel() else attention_mask.size(1)
