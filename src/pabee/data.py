@@ -127,7 +127,9 @@ def _check_label(task: TaskSpec, raw: str, where: str) -> str | float:
             raise DataError(f"{where}: score {raw!r} is not a finite number (task {task.name})")
         return number
     if value not in task.label_list:
-        raise DataError(f"{where}: label {value!r} is not one of {list(task.label_list)} for task {task.name}")
+        raise DataError(
+            f"{where}: label {value!r} is not one of {list(task.label_list)} for task {task.name}"
+        )
     return value
 
 
@@ -216,7 +218,6 @@ def read_glue_split(task: TaskSpec | str, data_dir: str | Path, split: str) -> l
         else:
             n_fields = layout.n_fields
             pos_a, pos_b, pos_label, pos_index = layout.text_a, layout.text_b, layout.label, layout.index
-        assert isinstance(pos_a, int)
 
         for line, fields in rows:
             where = f"{path}:{line}"
@@ -251,7 +252,9 @@ def label_to_id(task: TaskSpec, label: str | float | int) -> int | float:
     try:
         return task.label_list.index(key)
     except ValueError:
-        raise ValueError(f"label {label!r} is not one of {list(task.label_list)} for task {task.name}") from None
+        raise ValueError(
+            f"label {label!r} is not one of {list(task.label_list)} for task {task.name}"
+        ) from None
 
 
 def example_index(example: Example) -> str:
@@ -459,8 +462,12 @@ def write_glue_predictions(
         if task.label_list is None:
             value = f"{float(prediction):.3f}"
         else:
-            label_id = int(prediction)
-            if label_id != prediction or not 0 <= label_id < len(task.label_list):
+            try:
+                label_id = int(prediction)
+                valid = label_id == prediction and 0 <= label_id < len(task.label_list)
+            except (TypeError, ValueError, OverflowError):
+                valid = False
+            if not valid:
                 raise ValueError(
                     f"prediction {prediction!r} for {example.guid} is not a label id in "
                     f"0..{len(task.label_list) - 1} for task {task.name}"
@@ -534,7 +541,9 @@ def load_glue_from_hub(task: TaskSpec | str, split: str) -> list[Example]:
     if task.name not in _HUB_CONFIGS:
         raise DataError(f"task {task.name!r} is not on the hub; pass --data_dir with its data files")
     if split not in task.splits:
-        raise DataError(f"unknown split {split!r} for task {task.name} (choose from {', '.join(task.splits)})")
+        raise DataError(
+            f"unknown split {split!r} for task {task.name} (choose from {', '.join(task.splits)})"
+        )
     try:
         import datasets
     except ImportError:

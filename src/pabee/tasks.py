@@ -43,7 +43,9 @@ class TaskSpec:
         if self.label_list is not None:
             labels = tuple(self.label_list)
             if len(labels) < 2:
-                raise ValueError(f"task {self.name}: a classification task needs at least 2 labels, got {labels}")
+                raise ValueError(
+                    f"task {self.name}: a classification task needs at least 2 labels, got {labels}"
+                )
             if len(set(labels)) != len(labels):
                 raise ValueError(f"task {self.name}: duplicate labels in {list(labels)}")
         allowed = REGRESSION_METRICS if self.label_list is None else CLASSIFICATION_METRICS
@@ -56,7 +58,9 @@ class TaskSpec:
                     f"task {self.name}: metric '{metric}' is not a {kind} metric (choose from {list(allowed)})"
                 )
         if "f1" in self.metric_names and self.label_list is not None and len(self.label_list) != 2:
-            raise ValueError(f"task {self.name}: metric 'f1' needs exactly 2 labels, got {len(self.label_list)}")
+            raise ValueError(
+                f"task {self.name}: metric 'f1' needs exactly 2 labels, got {len(self.label_list)}"
+            )
         if self.main_metric not in self.metric_names:
             raise ValueError(
                 f"task {self.name}: main_metric '{self.main_metric}' is not in {list(self.metric_names)}"
@@ -103,7 +107,9 @@ TASKS: dict[str, TaskSpec] = {
             test_splits=("test_matched", "test_mismatched"),
             submission_names=("MNLI-m", "MNLI-mm"),
         ),
-        TaskSpec("qnli", "QNLI", ("entailment", "not_entailment"), ("acc",), "acc", submission_names=("QNLI",)),
+        TaskSpec(
+            "qnli", "QNLI", ("entailment", "not_entailment"), ("acc",), "acc", submission_names=("QNLI",)
+        ),
         TaskSpec("rte", "RTE", ("entailment", "not_entailment"), ("acc",), "acc", submission_names=("RTE",)),
         TaskSpec("wnli", "WNLI", _BINARY, ("acc",), "acc", submission_names=("WNLI",)),
     )
