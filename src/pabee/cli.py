@@ -1,0 +1,251 @@
+"""Command-line front ends. This is the only module that reads argv.
+
+- ``pabee train|eval|predict``: flags follow the current Hugging Face conventions (``per_device_*``).
+- ``run_glue_with_pabee.py`` (``seed_main``): accepts the reference PABEE script's commands verbatim.
+Both only parse arguments and call :func:`pabee.runner.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from .train import TrainSettings
+
+SEED_IGNORED = ("overwrite_cache", "fp16_opt_level", "local_rank", "server_ip", "server_port", "config_name")
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """"3,4,5" -> [3, 4, 5]; a clear argparse error otherwise."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError(f"{name} is empty")
+    return values
+
+
+def _patience_list(text: str) -> list[int]:
+    values = parse_int_list(text, "--patience")
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"--patience values must be >= 0, got {text!r}")
+    return values
+
+
+def _batch_sizes(text: str) -> list[int]:
+    values = parse_int_list(text, "eval batch size")
+    if any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"eval batch sizes must be >= 1, got {text!r}")
+    return values
+
+
+def _threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--regression_threshold must be a number, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"--regression_threshold must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
+    """Arguments shared by the seed script and the pabee subcommands."""
+    p.add_argument("--model_name_or_path", default=None, help="encoder checkpoint (folder or hub id) or pabee folder")
+    p.add_argument("--model_type", default=None, help="architecture check: bert, albert, mpnet, roberta, ...")
+    p.add_argument("--tokenizer_name", default=None)
+    p.add_argument("--cache_dir", default=None)
+    p.add_argument("--task_name", default=None, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI")
+    p.add_argument("--data_dir", default=None, help="the task's GLUE folder (default: $GLUE_DIR/<task>)")
+    p.add_argument("--output_dir", required=seed, default=None)
+    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--do_lower_case", action="store_true")
+    p.add_argument("--patience", type=_patience_list, default=[0], help="comma-separated, e.g. 3,4,5 (0 = full depth)")
+    p.add_argument("--regression_threshold", type=_threshold, default=None)
+    p.add_argument("--learning_rate", type=float, default=None)
+    p.add_argument("--weight_decay", type=float, default=0.0)
+    p.add_argument("--adam_epsilon", type=float, default=1e-8)
+    p.add_argument("--max_grad_norm", type=float, default=1.0)
+    p.add_argument("--num_train_epochs", type=float, default=None)
+    p.add_argument("--max_steps", type=int, default=-1)
+    p.add_argument("--warmup_steps", type=float, default=None, help="steps, or a fraction of all steps if < 1")
+    p.add_argument("--warmup_ratio", type=float, default=None)
+    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    p.add_argument("--logging_steps", type=int, default=50)
+    p.add_argument("--save_steps", type=int, default=500)
+    p.add_argument("--save_total_limit", type=int, default=None)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--no_cuda", "--use_cpu", dest="use_cpu", action="store_true")
+    p.add_argument("--overwrite_output_dir", action="store_true")
+    p.add_argument("--resume_from_checkpoint", nargs="?", const="last", default=None,
+                   help="continue from the last checkpoint in output_dir (or from the given one)")
+    p.add_argument("--evaluate_during_training", action="store_true")
+    p.add_argument("--eval_all_checkpoints", action="store_true")
+    p.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", dest="train_batch_size",
+                   type=int, default=None)
+    p.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", dest="eval_batch_sizes",
+                   type=_batch_sizes, default=None, help="one size or several, e.g. 1,32")
+    p.add_argument("--train_file", default=None, help="custom CSV/TSV/JSON Lines training file")
+    p.add_argument("--validation_file", default=None)
+    p.add_argument("--test_file", default=None)
+    p.add_argument("--text_columns", default="sentence", help="custom files: comma-separated text column(s)")
+    p.add_argument("--label_column", default="label")
+    p.add_argument("--label_list", default=None, help="custom files: comma-separated labels in id order")
+    p.add_argument("--regression", action="store_true", help="custom files: the label is a number")
+    p.add_argument("--max_train_samples", type=int, default=None)
+    p.add_argument("--max_eval_samples", type=int, default=None)
+    p.add_argument("--loss_weighting", choices=["linear", "uniform"], default=None)
+    p.add_argument("--disable_tqdm", action="store_true")
+
+
+def seed_parser() -> argparse.ArgumentParser:
+    """The reference script's interface (run_glue_with_pabee.py)."""
+    p = argparse.ArgumentParser(prog="run_glue_with_pabee.py", description="PABEE fine-tuning and evaluation on GLUE")
+    _add_common(p, seed=True)
+    p.add_argument("--do_train", action="store_true")
+    p.add_argument("--do_eval", action="store_true")
+    p.add_argument("--do_predict", action="store_true")
+    p.add_argument("--overwrite_cache", action="store_true", help="accepted for compatibility (no cache is kept)")
+    p.add_argument("--config_name", default=None, help="accepted for compatibility")
+    p.add_argument("--fp16_opt_level", default="O1", help="accepted for compatibility (apex is not used)")
+    p.add_argument("--local_rank", type=int, default=-1, help="accepted for compatibility (use torchrun)")
+    p.add_argument("--server_ip", default="")
+    p.add_argument("--server_port", default="")
+    return p
+
+
+def pabee_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="pabee", description="Patience-based Early Exit for Hugging Face encoders")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, text in [
+        ("train", "fine-tune (default model: the embedded MiniLM-L6) and evaluate every patience"),
+        ("eval", "evaluate a fine-tuned model over patiences (and checkpoints)"),
+        ("predict", "write GLUE-format test predictions"),
+    ]:
+        cmd = sub.add_parser(name, help=text, description=text)
+        _add_common(cmd, seed=False)
+        if name == "train":
+            cmd.add_argument("--no_eval", action="store_true", help="skip the evaluation after training")
+            cmd.add_argument("--do_predict", action="store_true")
+        if name == "eval":
+            cmd.add_argument("--do_predict", action="store_true")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, do_predict: bool):
+    """Map parsed arguments to RunSettings (defaults that differ by front end are resolved here)."""
+    from .runner import RunSettings
+
+    output_dir = args.output_dir
+    if output_dir is None:
+        task = (args.task_name or "custom").lower().replace("-", "")
+        output_dir = f"runs/{task}" if do_train else (args.model_name_or_path or f"runs/{task}")
+    warmup = args.warmup_ratio if args.warmup_ratio is not None else args.warmup_steps
+    train = None
+    if do_train:
+        train = TrainSettings(
+            output_dir=output_dir,
+            learning_rate=args.learning_rate if args.learning_rate is not None else 5e-5,
+            num_train_epochs=args.num_train_epochs if args.num_train_epochs is not None else 3.0,
+            max_steps=args.max_steps,
+            per_device_train_batch_size=args.train_batch_size or 32,
+            per_device_eval_batch_size=max(args.eval_batch_sizes or [32]),
+            gradient_accumulation_steps=args.gradient_accumulation_steps,
+            weight_decay=args.weight_decay,
+            adam_epsilon=args.adam_epsilon,
+            max_grad_norm=args.max_grad_norm,
+            warmup_steps=warmup if warmup is not None else 0.1,
+            logging_steps=args.logging_steps,
+            save_steps=args.save_steps,
+            seed=args.seed,
+            fp16=args.fp16,
+            use_cpu=args.use_cpu,
+            evaluate_during_training=args.evaluate_during_training,
+            resume_from_checkpoint=args.resume_from_checkpoint,
+            save_total_limit=args.save_total_limit,
+            disable_tqdm=True if args.disable_tqdm else None,
+        )
+    return RunSettings(
+        output_dir=output_dir,
+        task_name=args.task_name,
+        data_dir=args.data_dir,
+        model_name_or_path=args.model_name_or_path,
+        model_type=args.model_type,
+        tokenizer_name=args.tokenizer_name,
+        cache_dir=args.cache_dir,
+        train_file=args.train_file,
+        validation_file=args.validation_file,
+        test_file=args.test_file,
+        text_columns=tuple(c.strip() for c in args.text_columns.split(",") if c.strip()),
+        label_column=args.label_column or None,
+        label_list=tuple(x.strip() for x in args.label_list.split(",")) if args.label_list else None,
+        regression=args.regression,
+        do_train=do_train,
+        do_eval=do_eval,
+        do_predict=do_predict,
+        do_lower_case=args.do_lower_case,
+        max_seq_length=args.max_seq_length,
+        patience=args.patience,
+        regression_threshold=args.regression_threshold,
+        eval_batch_sizes=args.eval_batch_sizes or [32],
+        eval_all_checkpoints=args.eval_all_checkpoints,
+        overwrite_output_dir=args.overwrite_output_dir,
+        max_train_samples=args.max_train_samples,
+        max_eval_samples=args.max_eval_samples,
+        loss_weighting=args.loss_weighting,
+        train=train,
+    )
+
+
+def _execute(settings, prog: str) -> int:
+    from .runner import run
+
+    try:
+        run(settings)
+    except (ValueError, OSError) as err:
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; resume training with --resume_from_checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logging.getLogger("pabee").setLevel(logging.INFO)
+    warnings.simplefilter("default", UserWarning)
+    warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pabee`` console command."""
+    args = pabee_parser().parse_args(argv)
+    _setup_logging()
+    if args.command == "train":
+        settings = settings_from_args(args, True, not args.no_eval, args.do_predict)
+    elif args.command == "eval":
+        settings = settings_from_args(args, False, True, args.do_predict)
+    else:
+        settings = settings_from_args(args, False, False, True)
+    return _execute(settings, "pabee")
+
+
+def seed_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``run_glue_with_pabee.py`` (the reference script's flags)."""
+    args = seed_parser().parse_args(argv)
+    _setup_logging()
+    if not args.task_name and not (args.train_file or args.validation_file):
+        print("run_glue_with_pabee.py: error: --task_name is required", file=sys.stderr)
+        return 2
+    settings = settings_from_args(args, args.do_train, args.do_eval, args.do_predict)
+    return _execute(settings, "run_glue_with_pabee.py")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Evaluation over patiences (and checkpoints): predictions, timings, exit statistics, records, table, plot."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import atomic_write_text
+from .features import Features, length_sorted_batches
+from .metrics import compute_metrics
+from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+RESULTS_NAME = "eval_results.json"
+
+
+@dataclass
+class Predictions:
+    """Per-example outputs of one pass: logits (N,C), exit_layers (N,), and the wall-clock seconds it took."""
+
+    logits: np.ndarray
+    exit_layers: np.ndarray
+    seconds: float
+
+
+@dataclass
+class EvalRecord:
+    """One (checkpoint, split, patience, batch size) evaluation. ``layer_speedup`` = num_layers / avg_exit_layer;
+    ``layers_saved`` = 1 - avg_exit_layer / num_layers (what the reference code prints as "Speed Up");
+    ``wall_speedup`` = eval_seconds at full depth / eval_seconds, measured in the same run."""
+
+    checkpoint: str
+    task: str
+    split: str
+    patience: int
+    regression_threshold: float | None
+    metrics: dict[str, float]
+    num_layers: int
+    avg_exit_layer: float
+    layer_speedup: float
+    layers_saved: float
+    eval_seconds: float
+    examples_per_second: float
+    num_examples: int
+    batch_size: int
+    exit_layer_histogram: dict[str, int]
+    wall_speedup: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def predict(
+    model,
+    features: Features,
+    batch_size: int,
+    patience: int | None = None,
+    regression_threshold: float | None = None,
+    pad_token_id: int = 0,
+    progress: bool = False,
+) -> Predictions:
+    """Run early-exit inference over ``features``; outputs are in dataset order.
+
+    Batches are padded to their longest row and grouped by length. The time covers padding and the model, not
+    tokenization.
+    """
+    batches = length_sorted_batches(features, batch_size, pad_token_id)
+    logits = np.zeros((len(features), model.num_labels), dtype=np.float32)
+    exits = np.zeros(len(features), dtype=np.int64)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    iterator = batches
+    if progress:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(batches, desc=f"eval patience={patience}", leave=False, unit="batch")
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for indices, batch in iterator:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            out = model(**batch, patience=patience, regression_threshold=regression_threshold)
+            logits[indices] = out.logits.float().cpu().numpy()
+            exits[indices] = out.exit_layers.cpu().numpy()
+    seconds = time.perf_counter() - start
+    model.train(was_training)
+    return Predictions(logits, exits, seconds)
+
+
+def predicted_labels(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification) or scores (regression) from logits (N,C)."""
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=1)
+
+
+def evaluate_patiences(
+    model,
+    features: Features,
+    task: TaskSpec,
+    patiences: Sequence[int],
+    batch_size: int,
+    checkpoint: str,
+    split: str,
+    regression_threshold: float | None = None,
+    pad_token_id: int = 0,
+    warmup: bool = True,
+) -> list[EvalRecord]:
+    """Evaluate every patience (plus full depth, patience 0, as the baseline) on labeled ``features``."""
+    if features.labels is None:
+        raise ValueError(f"split {split!r} has no labels: cannot evaluate")
+    patiences = list(dict.fromkeys([0, *patiences]))  # full depth first, no duplicates
+    if warmup:  # one small untimed pass so the first timed pass does not pay for lazy initialisation
+        subset = Features(features.input_ids[:batch_size], _slice(features.token_type_ids, batch_size), None)
+        predict(model, subset, batch_size, 0, regression_threshold, pad_token_id)
+    threshold = regression_threshold if task.is_regression else None
+    records = []
+    for patience in patiences:
+        pred = predict(model, features, batch_size, patience, regression_threshold, pad_token_id, progress=True)
+        metrics = compute_metrics(task, predicted_labels(task, pred.logits), features.labels)
+        records.append(_record(model, task, checkpoint, split, patience, threshold, batch_size, pred, metrics))
+    full_seconds = records[0].eval_seconds
+    for record in records:
+        record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
+    return records
+
+
+def _slice(values, n):
+    return None if values is None else values[:n]
+
+
+def _record(model, task, checkpoint, split, patience, threshold, batch_size, pred, metrics) -> EvalRecord:
+    num_layers = model.num_layers
+    avg = float(pred.exit_layers.mean())
+    counts = np.bincount(pred.exit_layers, minlength=num_layers + 1)[1:]
+    return EvalRecord(
+        checkpoint=checkpoint,
+        task=task.name,
+        split=split,
+        patience=patience,
+        regression_threshold=threshold,
+        metrics=metrics,
+        num_layers=num_layers,
+        avg_exit_layer=avg,
+        layer_speedup=num_layers / avg,
+        layers_saved=1.0 - avg / num_layers,
+        eval_seconds=pred.seconds,
+        examples_per_second=len(pred.exit_layers) / pred.seconds if pred.seconds > 0 else math.inf,
+        num_examples=len(pred.exit_layers),
+        batch_size=batch_size,
+        exit_layer_histogram={str(i + 1): int(c) for i, c in enumerate(counts)},
+    )
+
+
+def _record_key(record: dict) -> tuple:
+    return tuple(
+        record.get(k) for k in ("checkpoint", "task", "split", "patience", "regression_threshold", "batch_size")
+    )
+
+
+def save_records(records: Sequence[EvalRecord], output_dir: str | os.PathLike) -> Path:
+    """Merge ``records`` into ``output_dir/eval_results.json``.
+
+    A record replaces an earlier one only when it is the same experiment (checkpoint, task, split, patience,
+    threshold, batch size); all other results are kept. The file is written atomically.
+    """
+    path = Path(output_dir) / RESULTS_NAME
+    existing: list[dict] = []
+    if path.is_file():
+        try:
+            existing = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            backup = path.with_name(f"{RESULTS_NAME}.corrupt-{int(time.time())}")
+            os.replace(path, backup)
+            logger.warning("%s was not valid JSON; moved it to %s", path, backup)
+            existing = []
+    new = [asdict(r) for r in records]
+    new_keys = {_record_key(r) for r in new}
+    merged = [r for r in existing if _record_key(r) not in new_keys] + new
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
+    return path
+
+
+def format_table(records: Sequence[EvalRecord]) -> str:
+    """A plain-text table: one row per record, full depth marked."""
+    if not records:
+        return "(no results)"
+    metric_names = list(records[0].metrics)
+    header = ["checkpoint", "split", "patience", *metric_names, "avg exit", "layer x", "saved", "wall x", "ex/s", "bs"]
+    rows = []
+    for r in records:
+        rows.append(
+            [
+                r.checkpoint,
+                r.split,
+                "full" if r.patience == 0 else str(r.patience),
+                *[f"{r.metrics[m]:.4f}" for m in metric_names],
+                f"{r.avg_exit_layer:.2f}/{r.num_layers}",
+                f"{r.layer_speedup:.2f}",
+                f"{100 * r.layers_saved:.1f}%",
+                "-" if r.wall_speedup is None else f"{r.wall_speedup:.2f}",
+                f"{r.examples_per_second:.1f}",
+                str(r.batch_size),
+            ]
+        )
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def plot_tradeoff(records: Sequence[EvalRecord], path: str | os.PathLike, metric: str) -> Path:
+    """PNG of ``metric`` against layer speed-up, one curve per (checkpoint, split), patience annotated."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    groups: dict[tuple[str, str], list[EvalRecord]] = {}
+    for r in records:
+        groups.setdefault((r.checkpoint, r.split), []).append(r)
+    for (checkpoint, split), group in groups.items():
+        group = sorted(group, key=lambda r: r.layer_speedup)
+        xs = [r.layer_speedup for r in group]
+        ys = [r.metrics[metric] for r in group]
+        ax.plot(xs, ys, marker="o", label=f"{checkpoint} ({split})")
+        for r, x, y in zip(group, xs, ys):
+            ax.annotate("full" if r.patience == 0 else f"t={r.patience}", (x, y), fontsize=7,
+                        textcoords="offset points", xytext=(3, 3))
+    ax.set_xlabel("layer speed-up (L / mean exit layer)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{records[0].task}: {metric} vs speed-up")
+    ax.grid(alpha=0.3)
+    if len(groups) <= 8:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return Path(path)
+
+
+def layer_metrics(task: TaskSpec, all_logits: np.ndarray, labels: Sequence) -> dict[str, float]:
+    """The task's main metric for every internal classifier: all_logits (N, L, C) -> {"layer_1_acc": ...}."""
+    out = {}
+    for i in range(all_logits.shape[1]):
+        metrics = compute_metrics(task, predicted_labels(task, all_logits[:, i]), labels)
+        for name, value in metrics.items():
+            out[f"layer_{i + 1}_{name}"] = value
+    return out

