@@ -1,3 +1,17 @@
 """pabee: Patience-based Early Exit (PABEE) for Hugging Face Transformer encoders."""
 
 __version__ = "0.1.0"
+
+__all__ = ["PabeeConfig", "PabeeForSequenceClassification", "PabeeOutput", "__version__"]
+
+
+def __getattr__(name):  # lazy, so `pabee --help` and argument errors do not pay for importing torch
+    if name in ("PabeeForSequenceClassification", "PabeeOutput"):
+        from . import modeling
+
+        return getattr(modeling, name)
+    if name == "PabeeConfig":
+        from .config import PabeeConfig
+
+        return PabeeConfig
+    raise AttributeError(f"module 'pabee' has no attribute {name!r}")

@@ -12,9 +12,12 @@ import logging
 import sys
 import warnings
 
-from .train import TrainSettings
 
-SEED_IGNORED = ("overwrite_cache", "fp16_opt_level", "local_rank", "server_ip", "server_port", "config_name")
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -104,7 +107,7 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
 
 def seed_parser() -> argparse.ArgumentParser:
     """The reference script's interface (run_glue_with_pabee.py)."""
-    p = argparse.ArgumentParser(prog="run_glue_with_pabee.py", description="PABEE fine-tuning and evaluation on GLUE")
+    p = _Parser(prog="run_glue_with_pabee.py", description="PABEE fine-tuning and evaluation on GLUE")
     _add_common(p, seed=True)
     p.add_argument("--do_train", action="store_true")
     p.add_argument("--do_eval", action="store_true")
@@ -119,8 +122,8 @@ def seed_parser() -> argparse.ArgumentParser:
 
 
 def pabee_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="pabee", description="Patience-based Early Exit for Hugging Face encoders")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="pabee", description="Patience-based Early Exit for Hugging Face encoders")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, text in [
         ("train", "fine-tune (default model: the embedded MiniLM-L6) and evaluate every patience"),
         ("eval", "evaluate a fine-tuned model over patiences (and checkpoints)"),
@@ -139,6 +142,7 @@ def pabee_parser() -> argparse.ArgumentParser:
 def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, do_predict: bool):
     """Map parsed arguments to RunSettings (defaults that differ by front end are resolved here)."""
     from .runner import RunSettings
+    from .train import TrainSettings
 
     output_dir = args.output_dir
     if output_dir is None:
@@ -197,6 +201,7 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
         loss_weighting=args.loss_weighting,
+        progress=not args.disable_tqdm,
         train=train,
     )
 

@@ -111,6 +111,7 @@ def evaluate_patiences(
     regression_threshold: float | None = None,
     pad_token_id: int = 0,
     warmup: bool = True,
+    progress: bool = False,
 ) -> list[EvalRecord]:
     """Evaluate every patience (plus full depth, patience 0, as the baseline) on labeled ``features``."""
     if features.labels is None:
@@ -122,7 +123,7 @@ def evaluate_patiences(
     threshold = regression_threshold if task.is_regression else None
     records = []
     for patience in patiences:
-        pred = predict(model, features, batch_size, patience, regression_threshold, pad_token_id, progress=True)
+        pred = predict(model, features, batch_size, patience, regression_threshold, pad_token_id, progress=progress)
         metrics = compute_metrics(task, predicted_labels(task, pred.logits), features.labels)
         records.append(_record(model, task, checkpoint, split, patience, threshold, batch_size, pred, metrics))
     full_seconds = records[0].eval_seconds

@@ -67,6 +67,7 @@ class RunSettings:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     loss_weighting: str | None = None
+    progress: bool = True
     train: TrainSettings | None = None
 
 
@@ -226,7 +227,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                 for batch_size in settings.eval_batch_sizes:
                     found = evaluate_patiences(
                         model, features, task, settings.patience, batch_size, name, split,
-                        settings.regression_threshold, tokenizer.pad_token_id or 0,
+                        settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
                     )
                     print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
                     print(format_table(found))

@@ -201,6 +201,7 @@ def train(
         report_to=report_to,
         disable_tqdm=settings.disable_tqdm,
         remove_unused_columns=False,
+        dataloader_pin_memory=torch.cuda.is_available() and not settings.use_cpu,
         label_names=["labels"],
     )
     model.train()
