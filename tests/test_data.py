@@ -203,7 +203,7 @@ def test_qqp(tmp_path):
     ]
 
 
-def test_qqp_missing_fields_row_is_an_error(tmp_path):
+def test_qqp_rows_with_missing_fields_are_skipped_with_a_warning(tmp_path, caplog):
     folder = tmp_path / "QQP"
     write_tsv(
         folder,
@@ -214,8 +214,10 @@ def test_qqp_missing_fields_row_is_an_error(tmp_path):
             ["4", "5", "6", "only one question"],
         ],
     )
-    with pytest.raises(DataError, match=r"train\.tsv:3: expected 6 tab-separated fields, found 4"):
-        read_glue_split(get_task("qqp"), folder, "train")
+    with caplog.at_level("WARNING", logger="pabee.data"):
+        examples = read_glue_split(get_task("qqp"), folder, "train")
+    assert [e.guid for e in examples] == ["train-1"]
+    assert "skipped 1 malformed row(s) (first at line 3)" in caplog.text
 
 
 MNLI_PREFIX = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import tempfile
@@ -31,6 +32,9 @@ __all__ = [
     "read_glue_split",
     "write_glue_predictions",
 ]
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,11 @@ _TEST_LAYOUTS: dict[str, _Layout] = {
     "rte": _PAIR_TEST,
     "wnli": _PAIR_TEST,
 }
+
+
+# The real QQP train file has a few rows with missing fields; like the Hugging Face GLUE processors, we skip such
+# rows there (with a warning that names the file, the count and the first line) instead of refusing the file.
+_SKIP_MALFORMED_ROWS = frozenset({"qqp"})
 
 
 def _is_test_split(task: TaskSpec, split: str) -> bool:
@@ -219,9 +228,13 @@ def read_glue_split(task: TaskSpec | str, data_dir: str | Path, split: str) -> l
             n_fields = layout.n_fields
             pos_a, pos_b, pos_label, pos_index = layout.text_a, layout.text_b, layout.label, layout.index
 
+        skipped: list[int] = []
         for line, fields in rows:
             where = f"{path}:{line}"
             if len(fields) != n_fields:
+                if task.name in _SKIP_MALFORMED_ROWS:
+                    skipped.append(line)
+                    continue
                 raise DataError(f"{where}: expected {n_fields} tab-separated fields, found {len(fields)}")
             index = fields[pos_index].strip() if pos_index is not None else str(len(examples))
             label = _check_label(task, fields[pos_label], where) if pos_label is not None else None
@@ -232,6 +245,11 @@ def read_glue_split(task: TaskSpec | str, data_dir: str | Path, split: str) -> l
                     text_b=fields[pos_b] if pos_b is not None else None,
                     label=label,
                 )
+            )
+        if skipped:
+            logger.warning(
+                "%s: skipped %d malformed row(s) (first at line %d): wrong number of fields", path, len(skipped),
+                skipped[0],
             )
     if not examples:
         raise DataError(f"{path}: file is empty" if layout.n_fields is not None else f"{path}: no data rows")
