@@ -213,6 +213,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training)
         logger.info("training done: %s", metrics)
 
+    if int(os.environ.get("RANK", "0")) != 0:
+        return records  # under torchrun only the first process evaluates and writes results
     checkpoints = _checkpoints_to_evaluate(settings)
     if settings.do_eval:
         if not data.dev:

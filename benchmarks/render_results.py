@@ -1,0 +1,58 @@
+"""Render eval_results.json files of one or more runs as Markdown tables (one per run and split).
+
+    python benchmarks/render_results.py runs/minilm-rte runs/minilm-mrpc > docs/glue-minilm.md
+
+Only the final checkpoint is shown; batch sizes 1 and the largest one sit side by side.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def render(run_dir: Path) -> str:
+    records = [r for r in json.loads((run_dir / "eval_results.json").read_text()) if r["checkpoint"] == "final"]
+    out = []
+    for split in sorted({r["split"] for r in records}):
+        rows = [r for r in records if r["split"] == split]
+        sizes = sorted({r["batch_size"] for r in rows})
+        small, large = sizes[0], sizes[-1]
+        metric_names = list(rows[0]["metrics"])
+        task = rows[0]["task"]
+        n = rows[0]["num_examples"]
+        out.append(f"### {task} ({split}, {n} examples) — `{run_dir}`\n")
+        head = ["patience", *metric_names, "mean exit layer", "layer speed-up", "layers saved"]
+        for b in dict.fromkeys([small, large]):
+            head += [f"eval s (bs {b})", f"ex/s (bs {b})", f"wall speed-up (bs {b})"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        by = {(r["patience"], r["batch_size"]): r for r in rows}
+        for patience in sorted({r["patience"] for r in rows}):
+            ref = by.get((patience, large)) or by[(patience, small)]
+            cells = ["full depth" if patience == 0 else str(patience)]
+            cells += [f"{ref['metrics'][m]:.4f}" for m in metric_names]
+            cells += [f"{ref['avg_exit_layer']:.2f} / {ref['num_layers']}", f"{ref['layer_speedup']:.2f}×",
+                      f"{100 * ref['layers_saved']:.1f} %"]
+            for b in dict.fromkeys([small, large]):
+                r = by.get((patience, b))
+                cells += ["–"] * 3 if r is None else [
+                    f"{r['eval_seconds']:.2f}", f"{r['examples_per_second']:.1f}", f"{r['wall_speedup']:.2f}×"]
+            out.append("| " + " | ".join(cells) + " |")
+        hist = ", ".join(f"{k}: {v}" for k, v in by[(sorted({r['patience'] for r in rows})[1] if len(
+            {r['patience'] for r in rows}) > 1 else 0, large)]["exit_layer_histogram"].items())
+        out.append(f"\nExit-layer histogram at the smallest patience > 0 (layer: examples): {hist}\n")
+    return "\n".join(out)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__)
+        return 2
+    print("\n".join(render(Path(d)) for d in argv))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
