@@ -15,6 +15,7 @@ import pytest
 from pabee.bench import (
     TimingResult,
     cpu_model,
+    cpu_stall_seconds,
     machine_info,
     mean_std,
     paired_ratios,
@@ -22,6 +23,8 @@ from pabee.bench import (
     time_batches,
     time_callable,
     time_interleaved,
+    time_interleaved_batches,
+    wait_for_quiet,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +145,91 @@ def test_time_interleaved_order_and_results():
 def test_time_interleaved_rejects_nothing_to_time():
     with pytest.raises(ValueError):
         time_interleaved({}, repeats=2)
+
+
+def test_time_interleaved_batches_rotates_and_sums_per_pass():
+    clock = FakeClock()
+    order = []
+    cost = {"A": 1.0, "B": 10.0, "C": 100.0}
+
+    def config(name):
+        def run(batch):
+            order.append((name, batch))
+            clock.advance(cost[name] * batch)
+
+        return run
+
+    timed = time_interleaved_batches(
+        {name: config(name) for name in cost}, [1, 2], warmup=1, repeats=2, timer=clock
+    )
+    one_round = [("A", 1), ("B", 1), ("C", 1), ("B", 2), ("C", 2), ("A", 2)]  # order rotates batch by batch
+    assert order == one_round * 3  # warm-up round + two timed rounds
+    assert [r.runs for r in timed.results.values()] == [(3.0, 3.0), (30.0, 30.0), (300.0, 300.0)]
+    assert len(timed.rounds) == 2 and timed.discarded == 0
+    assert all(r.kept and r.contention is None for r in timed.rounds)
+
+
+def test_time_interleaved_batches_discards_contended_rounds():
+    clock = FakeClock()
+    stalls = iter([0.0, 5.0, 5.0, 5.0, 5.0, 5.1, 5.1, 15.1, 15.1, 25.1])  # (start, end) of each round
+
+    def work(batch):
+        clock.advance(1.0)
+
+    timed = time_interleaved_batches(
+        {"A": work},
+        [0, 1, 2, 3, 4, 5, 6, 7, 8, 9],
+        warmup=0,
+        repeats=3,
+        timer=clock,
+        stall_probe=lambda: next(stalls),
+        max_contention=0.05,
+        max_retries=2,
+    )
+    # round 1: 5 s stalled in 10 s -> discarded; round 2: quiet; round 3: 0.1/10 -> kept (1 %);
+    # round 4: 10/10 -> discarded (last retry); round 5: disturbed but no retry left -> kept
+    assert [r.kept for r in timed.rounds] == [False, True, True, False, True]
+    assert [r.contention for r in timed.rounds] == pytest.approx([0.5, 0.0, 0.01, 1.0, 1.0])
+    assert timed.discarded == 2
+    assert timed.results["A"].runs == (10.0, 10.0, 10.0)
+    assert timed.kept_contention() == pytest.approx([0.0, 0.01, 1.0])
+
+
+def test_time_interleaved_batches_before_round_and_bad_arguments():
+    calls = []
+    time_interleaved_batches(
+        {"A": lambda b: None}, [1], warmup=1, repeats=3, before_round=lambda: calls.append(1)
+    )
+    assert len(calls) == 3  # before every timed round, not before warm-up
+    with pytest.raises(ValueError):
+        time_interleaved_batches({"A": lambda b: None}, [], repeats=1)
+    with pytest.raises(ValueError):
+        time_interleaved_batches({}, [1], repeats=1)
+    with pytest.raises(ValueError):
+        time_interleaved_batches({"A": lambda b: None}, [1], repeats=1, max_retries=-1)
+
+
+def test_cpu_stall_seconds_parses_psi(tmp_path):
+    psi = tmp_path / "cpu"
+    psi.write_text(
+        "some avg10=0.00 avg60=1.00 avg300=2.00 total=2500000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+        encoding="ascii",
+    )
+    assert cpu_stall_seconds(str(psi)) == pytest.approx(2.5)
+    assert cpu_stall_seconds(str(tmp_path / "missing")) is None
+
+
+def test_wait_for_quiet_sleeps_until_a_quiet_window():
+    stall = iter([0.0, 0.9, 0.9, 1.0, 1.0, 1.01])  # windows: 90 % busy, 10 % busy, 1 % busy
+    slept = []
+    waited = wait_for_quiet(lambda: next(stall), max_contention=0.05, window_s=1.0, sleep=slept.append)
+    assert waited == 3.0 and slept == [1.0, 1.0, 1.0]
+    assert wait_for_quiet(lambda: None, max_contention=0.05, sleep=slept.append) == 0.0
+    busy = iter(range(0, 100, 1))
+    assert (
+        wait_for_quiet(lambda: float(next(busy)), 0.05, window_s=1.0, timeout_s=2.0, sleep=lambda s: None)
+        == 2.0
+    )
 
 
 def test_paired_ratios_and_mean_std():

@@ -38,7 +38,13 @@ class BackboneDriver:
     uses_token_type_ids: bool = True
 
     def prepare_mask(self, backbone: nn.Module, hidden: Tensor, attention_mask: Tensor) -> Tensor | None:
-        """The mask the layers expect (format depends on the attention implementation), from a (B,S) 0/1 mask."""
+        """The mask the layers expect (format depends on the attention implementation), from a (B,S) 0/1 mask.
+
+        None when no position is masked: every attention implementation then attends everywhere, which is what
+        the all-ones mask means, without building or adding a mask.
+        """
+        if bool(attention_mask.all()):
+            return None
         return create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
 

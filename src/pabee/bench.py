@@ -7,6 +7,10 @@ script (``benchmarks/speed.py``) builds on it.
 * :func:`time_batches` times a full pass over a list of pre-tokenized batches (one timed run = the whole list).
 * :func:`time_interleaved` times several configurations in turn, A B C A B C ..., so that slow drift of a shared
   machine (other processes, frequency changes) spreads over every configuration instead of biasing one of them.
+* :func:`time_interleaved_batches` interleaves at the finest grain: for every batch, every configuration runs on it
+  (in an order rotated from batch to batch); one run of a configuration is the sum over a full pass. Configurations
+  are then compared on the same inputs a few milliseconds apart, and rounds disturbed by other processes (measured
+  with Linux's CPU pressure stall information, :func:`cpu_stall_seconds`) can be discarded and re-run.
 * :func:`paired_ratios` turns two interleaved timings into per-repeat ratios (a speed-up with a spread).
 * :func:`machine_info` records the facts a reader needs to judge the numbers (CPU, cores, versions, threads).
 
@@ -145,6 +149,149 @@ def time_interleaved(
             fn()
             runs[name].append(timer() - start)
     return {name: TimingResult.from_runs(values) for name, values in runs.items()}
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    """One round of :func:`time_interleaved_batches`.
+
+    wall_s: wall-clock length of the round.
+    contention: share of the round during which some runnable task on the machine waited for a CPU (Linux PSI
+        ``/proc/pressure/cpu`` "some"), or None when not measurable. Near 0 on a quiet machine.
+    kept: False when the round was discarded for contention and run again.
+    """
+
+    wall_s: float
+    contention: float | None
+    kept: bool
+
+
+@dataclass(frozen=True)
+class InterleavedTiming:
+    """What :func:`time_interleaved_batches` returns: one :class:`TimingResult` per configuration (kept rounds only,
+    ``runs[r]`` of every configuration from the same round) and the record of every round, kept or not."""
+
+    results: dict[str, TimingResult]
+    rounds: tuple[RoundRecord, ...]
+
+    @property
+    def discarded(self) -> int:
+        return sum(not r.kept for r in self.rounds)
+
+    def kept_contention(self) -> list[float]:
+        """Contention of the kept rounds (empty when not measurable)."""
+        return [r.contention for r in self.rounds if r.kept and r.contention is not None]
+
+
+def time_interleaved_batches(
+    fns: Mapping[str, Callable[[Any], object]],
+    batches: Sequence[Any],
+    warmup: int = 1,
+    repeats: int = 5,
+    rotate: bool = True,
+    timer: Timer = time.perf_counter,
+    stall_probe: Callable[[], float | None] | None = None,
+    max_contention: float | None = None,
+    max_retries: int = 0,
+    before_round: Callable[[], object] | None = None,
+) -> InterleavedTiming:
+    """Time configurations interleaved batch by batch; one run = the sum of a configuration's times over all batches.
+
+    For batch ``j`` of every round, every ``fns[name](batches[j])`` is called and timed on its own; with ``rotate``
+    the order of the configurations shifts by one from batch to batch (A B C, B C A, C A B, ...) so none always runs
+    first. ``warmup`` untimed rounds come first.
+
+    ``stall_probe`` returns a cumulative count of seconds during which some task waited for a CPU (e.g.
+    :func:`cpu_stall_seconds`); a round whose stalled share of its wall time exceeds ``max_contention`` is discarded
+    and run again, at most ``max_retries`` times in all (after that, rounds are kept whatever their contention, and
+    their contention is recorded). ``before_round`` (e.g. a wait for a quiet machine) runs before every timed round.
+    """
+    _check_counts(warmup, repeats)
+    if not fns:
+        raise ValueError("no configurations to time")
+    if len(batches) == 0:
+        raise ValueError("no batches to run")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    names = list(fns)
+
+    def one_round() -> dict[str, float]:
+        totals = dict.fromkeys(names, 0.0)
+        for j, batch in enumerate(batches):
+            shift = j % len(names) if rotate else 0
+            for name in names[shift:] + names[:shift]:
+                start = timer()
+                fns[name](batch)
+                totals[name] += timer() - start
+        return totals
+
+    for _ in range(warmup):
+        one_round()
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    rounds: list[RoundRecord] = []
+    retries_left = max_retries
+    while len(runs[names[0]]) < repeats:
+        if before_round is not None:
+            before_round()
+        stall_start = stall_probe() if stall_probe is not None else None
+        start = timer()
+        totals = one_round()
+        wall = timer() - start
+        stall_end = stall_probe() if stall_probe is not None else None
+        contention = None
+        if stall_start is not None and stall_end is not None and wall > 0:
+            contention = max(0.0, (stall_end - stall_start) / wall)
+        disturbed = max_contention is not None and contention is not None and contention > max_contention
+        keep = not (disturbed and retries_left > 0)
+        if not keep:
+            retries_left -= 1
+        rounds.append(RoundRecord(wall_s=wall, contention=contention, kept=keep))
+        if keep:
+            for name, total in totals.items():
+                runs[name].append(total)
+    return InterleavedTiming(
+        results={name: TimingResult.from_runs(values) for name, values in runs.items()}, rounds=tuple(rounds)
+    )
+
+
+def cpu_stall_seconds(path: str = "/proc/pressure/cpu") -> float | None:
+    """Cumulative seconds during which at least one runnable task waited for a CPU (Linux PSI "some" total).
+
+    None where pressure stall information is not available (not Linux, or a kernel without PSI).
+    """
+    try:
+        with open(path, encoding="ascii") as f:
+            for line in f:
+                if line.startswith("some"):
+                    for field in line.split():
+                        if field.startswith("total="):
+                            return int(field[len("total=") :]) / 1e6
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def wait_for_quiet(
+    stall_probe: Callable[[], float | None],
+    max_contention: float,
+    window_s: float = 1.0,
+    timeout_s: float = 60.0,
+    sleep: Callable[[float], object] = time.sleep,
+) -> float:
+    """Sleep in windows of ``window_s`` until one has CPU contention <= ``max_contention`` (or ``timeout_s`` passed).
+
+    Returns the time spent waiting (0.0 right away when the probe gives None or the first window is quiet).
+    """
+    waited = 0.0
+    while True:
+        before = stall_probe()
+        if before is None:
+            return waited
+        sleep(window_s)
+        after = stall_probe()
+        waited += window_s
+        if after is None or (after - before) / window_s <= max_contention or waited >= timeout_s:
+            return waited
 
 
 def paired_ratios(numerator: TimingResult, denominator: TimingResult) -> list[float]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
@@ -187,7 +188,10 @@ class PabeeForSequenceClassification(nn.Module):
     def _classify(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
         """Classifier i on the pooled first token: (B,S,H) -> (B,C)."""
         pooled = self.pooler(hidden) if self.pooler is not None else self.driver.pooler(self.backbone)(hidden)
-        return self.classifiers[i](self.dropout(pooled))
+        if self.training:
+            pooled = self.dropout(pooled)
+        head = self.classifiers[i]
+        return F.linear(pooled, head.weight, head.bias)
 
     def _all_layer_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Every layer for every row; returns (L,B,C)."""
@@ -209,6 +213,15 @@ class PabeeForSequenceClassification(nn.Module):
         """
         batch = hidden.size(0)
         last = self.num_layers - 1
+        if patience == 0:  # full depth: no exit state, only the last classifier
+            mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+            extra = self.driver.layer_extra(self.backbone, hidden)
+            for i in range(self.num_layers):
+                hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            exits = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
+            return self._classify(last, hidden), exits
+        if batch == 1:
+            return self._early_exit_one(hidden, attention_mask, patience, threshold)
         logits_out = hidden.new_empty(batch, self.num_labels)
         exit_layers = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
         rows = torch.arange(batch, device=hidden.device)  # (A,)
@@ -240,6 +253,31 @@ class PabeeForSequenceClassification(nn.Module):
                 extra = trim_layer_extra(extra, hidden.size(1))
             previous = logits
         return logits_out, exit_layers
+
+    def _early_exit_one(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, patience: int, threshold: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same rule as ``_early_exit`` for a single example, with the counter kept as Python values
+        (no per-layer tensor bookkeeping: at batch size 1 that bookkeeping costs as much as a classifier)."""
+        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+        extra = self.driver.layer_extra(self.backbone, hidden)
+        regression = self.is_regression
+        previous = None
+        counter = 0
+        for i in range(self.num_layers):
+            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            logits = self._classify(i, hidden)  # (1,C)
+            current = logits if regression else int(logits[0].argmax())
+            if previous is not None:
+                if regression:  # same float32 arithmetic as predictions_agree
+                    agree = bool((previous[0, 0] - current[0, 0]).abs() < threshold)
+                else:
+                    agree = previous == current
+                counter = counter + 1 if agree else 0
+            if counter >= patience or i == self.num_layers - 1:
+                return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
+            previous = current
+        raise AssertionError("unreachable: the last layer always exits")
 
     # ------------------------------------------------------------------ save / load
 
