@@ -159,7 +159,10 @@ class PabeeForSequenceClassification(nn.Module):
     ) -> torch.Tensor:
         """The backbone's last hidden state (B,S,H), computed through pabee's layer-by-layer driver."""
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
-        hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)
+        return self._run_all_layers(self.driver.embed(self.backbone, input_ids, token_type_ids), attention_mask)
+
+    def _run_all_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Every layer for every row, no classifiers: (B,S,H) embeddings -> (B,S,H) last hidden state."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
         for i in range(self.num_layers):
@@ -214,10 +217,7 @@ class PabeeForSequenceClassification(nn.Module):
         batch = hidden.size(0)
         last = self.num_layers - 1
         if patience == 0:  # full depth: no exit state, only the last classifier
-            mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-            extra = self.driver.layer_extra(self.backbone, hidden)
-            for i in range(self.num_layers):
-                hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            hidden = self._run_all_layers(hidden, attention_mask)
             exits = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
             return self._classify(last, hidden), exits
         if batch == 1:
