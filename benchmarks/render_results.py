@@ -11,6 +11,19 @@ import json
 import sys
 from pathlib import Path
 
+RULE_ORDER = {"patience": 0, "entropy": 1, "confidence": 2, "layer": 3}
+
+
+def _rule(record: dict) -> tuple[str, float]:
+    """(kind, value) of a record; records written before exit rules existed are patience records."""
+    return record.get("exit_rule", "patience"), record.get("exit_value", record.get("patience"))
+
+
+def _label(kind: str, value: float) -> str:
+    if kind == "patience":
+        return "full depth" if value == 0 else f"patience {int(value)}"
+    return f"{kind} {int(value) if kind == 'layer' else value:g}"
+
 
 def render(run_dir: Path) -> str:
     records = [r for r in json.loads((run_dir / "eval_results.json").read_text()) if r["checkpoint"] == "final"]
@@ -23,26 +36,26 @@ def render(run_dir: Path) -> str:
         task = rows[0]["task"]
         n = rows[0]["num_examples"]
         out.append(f"### {task} ({split}, {n} examples) — `{run_dir}`\n")
-        head = ["patience", *metric_names, "mean exit layer", "layer speed-up", "layers saved"]
+        head = ["exit rule", *metric_names, "mean exit layer", "layer speed-up", "layers saved"]
         for b in dict.fromkeys([small, large]):
             head += [f"eval s (bs {b})", f"ex/s (bs {b})", f"wall speed-up (bs {b})"]
+        head.append("exit-layer histogram")
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
-        by = {(r["patience"], r["batch_size"]): r for r in rows}
-        for patience in sorted({r["patience"] for r in rows}):
-            ref = by.get((patience, large)) or by[(patience, small)]
-            cells = ["full depth" if patience == 0 else str(patience)]
+        by = {(*_rule(r), r["batch_size"]): r for r in rows}
+        for kind, value in sorted({_rule(r) for r in rows}, key=lambda kv: (RULE_ORDER.get(kv[0], 9), kv[1])):
+            ref = by.get((kind, value, large)) or by[(kind, value, small)]
+            cells = [_label(kind, value)]
             cells += [f"{ref['metrics'][m]:.4f}" for m in metric_names]
             cells += [f"{ref['avg_exit_layer']:.2f} / {ref['num_layers']}", f"{ref['layer_speedup']:.2f}×",
                       f"{100 * ref['layers_saved']:.1f} %"]
             for b in dict.fromkeys([small, large]):
-                r = by.get((patience, b))
+                r = by.get((kind, value, b))
                 cells += ["–"] * 3 if r is None else [
                     f"{r['eval_seconds']:.2f}", f"{r['examples_per_second']:.1f}", f"{r['wall_speedup']:.2f}×"]
+            cells.append(" ".join(f"{k}:{v}" for k, v in ref["exit_layer_histogram"].items()))
             out.append("| " + " | ".join(cells) + " |")
-        hist = ", ".join(f"{k}: {v}" for k, v in by[(sorted({r['patience'] for r in rows})[1] if len(
-            {r['patience'] for r in rows}) > 1 else 0, large)]["exit_layer_histogram"].items())
-        out.append(f"\nExit-layer histogram at the smallest patience > 0 (layer: examples): {hist}\n")
+        out.append("")
     return "\n".join(out)
 
 

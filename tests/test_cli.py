@@ -207,6 +207,8 @@ def bad_glue(tmp_path, name, content):
         ("bad_patience", "--patience"),
         ("negative_patience", "--patience"),
         ("bad_threshold", "--regression_threshold"),
+        ("bad_exit_values", "--exit_values must be a comma-separated list of numbers"),
+        ("exit_value_out_of_range", "confidence threshold must be in (0, 1]"),
         ("existing_output", "--overwrite_output_dir"),
         ("not_trained", "pabee_config.json"),
         ("wrong_model_type", "--model_type albert"),
@@ -234,6 +236,10 @@ def test_bad_input_gives_one_line_error(case, expected, trained_rte, tiny_bert, 
         args = [*eval_args, "--patience", "-1"]
     elif case == "bad_threshold":
         args = [*eval_args, "--regression_threshold", "-0.5"]
+    elif case == "bad_exit_values":
+        args = [*eval_args, "--exit_rule", "confidence", "--exit_values", "0.5,high"]
+    elif case == "exit_value_out_of_range":
+        args = [*eval_args, "--exit_rule", "confidence", "--exit_values", "0.5,1.5"]
     elif case == "existing_output":
         args = ["-m", "pabee.cli", "train", "--model_name_or_path", str(tiny_bert), "--task_name", "RTE",
                 "--output_dir", str(trained_rte)]
@@ -261,3 +267,84 @@ def test_without_a_data_folder_the_hub_fallback_fails_clearly(trained_rte, monke
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert main(["eval", "--model_name_or_path", str(trained_rte), "--task_name", "RTE", *QUIET]) == 2
     assert "--data_dir" in capsys.readouterr().err
+
+
+def test_exit_rules_are_evaluated_beside_patience(trained_rte, glue_root, tmp_path, capsys):
+    out = tmp_path / "rules"
+    base = ["eval", "--model_name_or_path", str(trained_rte), "--task_name", "RTE", "--data_dir",
+            str(glue_root / "RTE"), "--output_dir", str(out), "--per_device_eval_batch_size", "8", *QUIET]
+    assert main([*base, "--patience", "1,2"]) == 0
+    assert main([*base, "--exit_rule", "confidence", "--exit_values", "0.5,0.9"]) == 0
+    printed = capsys.readouterr().out
+    assert "rule" in printed and "confidence 0.5" in printed and "confidence 0.9" in printed
+    records = records_of(out)
+    assert sorted((r["exit_rule"], r["exit_value"]) for r in records) == [
+        ("confidence", 0.5), ("confidence", 0.9), ("patience", 0), ("patience", 1), ("patience", 2)]
+    for r in records:
+        assert r["patience"] == (r["exit_value"] if r["exit_rule"] == "patience" else None)
+        assert sum(r["exit_layer_histogram"].values()) == r["num_examples"] == 24
+    by_rule = {(r["exit_rule"], r["exit_value"]): r for r in records}
+    # RTE has two labels, so the top probability is always >= 0.5: every example leaves after layer 1
+    assert by_rule[("confidence", 0.5)]["avg_exit_layer"] == 1
+    assert by_rule[("confidence", 0.5)]["regression_threshold"] is None
+    assert (out / "tradeoff_rte_dev.png").stat().st_size > 1000
+
+    assert main([*base, "--exit_rule", "layer", "--exit_values", "2", "--do_predict"]) == 0
+    records = records_of(out)
+    assert len(records) == 6
+    layer = next(r for r in records if r["exit_rule"] == "layer")
+    assert layer["exit_value"] == 2 and layer["avg_exit_layer"] == 2 and layer["exit_layer_histogram"]["2"] == 24
+    lines = (out / "predictions" / "layer_2" / "RTE.tsv").read_text().splitlines()
+    assert lines[0] == "index\tprediction" and len(lines) == 25
+
+
+def test_seed_script_takes_exit_rules(trained_rte, glue_root, tmp_path):
+    out = tmp_path / "seed-rules"
+    args = (f"--model_name_or_path {trained_rte} --task_name RTE --do_eval --do_lower_case --data_dir "
+            f"{glue_root / 'RTE'} --per_gpu_eval_batch_size 1 --output_dir {out} --exit_rule entropy "
+            "--exit_values 0.5,100").split()
+    assert seed_main([*args, *QUIET]) == 0
+    records = records_of(out)
+    assert sorted((r["exit_rule"], r["exit_value"]) for r in records) == [
+        ("entropy", 0.5), ("entropy", 100.0), ("patience", 0)]
+    assert next(r for r in records if r["exit_value"] == 100.0)["avg_exit_layer"] == 1  # H <= ln 2 < 100
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--exit_rule", "confidence", "--exit_values", "0.5,abc"], "--exit_values must be a comma-separated list"),
+        (["--exit_rule", "confidence", "--exit_values", "1.5"], "--exit_values: the confidence threshold must be in"),
+        (["--exit_rule", "layer", "--exit_values", "0"], "the layer value must be an integer >= 1"),
+        (["--exit_rule", "layer", "--exit_values", "1.5"], "the layer value must be an integer"),
+        (["--exit_rule", "entropy", "--exit_values", "-0.1"], "the entropy threshold must be >= 0"),
+        (["--exit_rule", "entropy"], "--exit_rule entropy needs --exit_values"),
+        (["--exit_rule", "entropy", "--exit_values", "0.1", "--patience", "2"], "--patience applies to"),
+        (["--patience", "2", "--exit_values", "3"], "--patience or with --exit_values, not both"),
+        (["--exit_values", "1.5"], "the patience value must be an integer"),
+        (["--exit_rule", "depth", "--exit_values", "1"], "invalid choice: 'depth'"),
+        (["--exit_values", ","], "--exit_values is empty"),
+    ],
+)
+@pytest.mark.parametrize("front_end", ["pabee", "seed"])
+def test_bad_exit_rule_arguments_give_one_line_and_exit_2(front_end, extra, expected, tmp_path, capsys):
+    common = ["--model_name_or_path", str(tmp_path), "--task_name", "RTE", "--output_dir", str(tmp_path), *extra]
+    with pytest.raises(SystemExit) as exited:
+        if front_end == "pabee":
+            main(["eval", *common])
+        else:
+            seed_main(["--do_eval", *common])
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0], lines
+    assert expected in lines[0], lines[0]
+
+
+def test_probability_rules_on_a_regression_task_fail_before_training(tiny_bert, glue_root, tmp_path, capsys):
+    out = tmp_path / "stsb"
+    assert main(["train", "--model_name_or_path", str(tiny_bert), "--task_name", "STS-B", "--data_dir",
+                 str(glue_root), "--output_dir", str(out), "--max_steps", "1", "--exit_rule", "entropy",
+                 "--exit_values", "0.3", *QUIET]) == 2
+    err = capsys.readouterr().err
+    assert "--exit_rule entropy works only for classification" in err and "regression" in err
+    assert not (out / "model.safetensors").exists()

@@ -17,6 +17,15 @@ def test_uniform_weights():
     assert torch.allclose(layer_loss_weights(5, "uniform"), torch.full((5,), 0.2))
 
 
+def test_last_weighting_is_plain_fine_tuning():
+    assert layer_loss_weights(4, "last").tolist() == [0.0, 0.0, 0.0, 1.0]
+    torch.manual_seed(0)
+    all_logits = torch.randn(4, 5, 3)
+    labels = torch.randint(0, 3, (5,))
+    got = weighted_layer_loss(all_logits, labels, layer_loss_weights(4, "last"))
+    assert torch.allclose(got, F.cross_entropy(all_logits[-1], labels))
+
+
 def test_bad_weighting_and_layers():
     with pytest.raises(ValueError, match="unknown loss weighting"):
         layer_loss_weights(3, "cubic")

@@ -39,9 +39,10 @@ def test_driver_reproduces_the_plain_backbone(arch):
         torch.testing.assert_close(ours[r, :n], plain[r, :n], atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
 @pytest.mark.parametrize("arch", ARCHS)
-def test_batched_equals_one_at_a_time(arch):
-    model = make_model(arch)
+def test_batched_equals_one_at_a_time(arch, pooling):
+    model = make_model(arch, pooling=pooling)
     ids, mask = random_batch(batch=8, max_len=14)
     seen_exits = set()
     with torch.no_grad():
@@ -69,8 +70,9 @@ def test_same_answers_at_every_batch_size(arch, batch_size):
     torch.testing.assert_close(torch.cat([p.logits for p in parts]), full.logits, atol=ATOL, rtol=0)
 
 
-def test_extra_padding_never_changes_an_answer():
-    model = make_model("bert")
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_extra_padding_never_changes_an_answer(pooling):
+    model = make_model("bert", pooling=pooling)
     ids, mask = random_batch(batch=5, max_len=9)
     padded_ids = torch.cat([ids, torch.ones(5, 20, dtype=torch.long)], dim=1)
     padded_mask = torch.cat([mask, torch.zeros(5, 20, dtype=torch.long)], dim=1)
@@ -102,7 +104,7 @@ def test_patience_zero_and_large_patience_use_the_last_classifier(arch):
     ids, mask = random_batch()
     with torch.no_grad():
         hidden = model.encode(ids, mask)
-        last = model._classify(model.num_layers - 1, hidden)
+        last = model._classify(model.num_layers - 1, hidden, mask)
         for patience in (0, model.num_layers, model.num_layers + 5):
             out = model(ids, attention_mask=mask, patience=patience)
             assert out.exit_layers.tolist() == [model.num_layers] * ids.size(0)
@@ -165,15 +167,16 @@ def test_regression_model_uses_mse_and_threshold():
         assert always.exit_layers.tolist() == [2] * 8
 
 
-@pytest.mark.parametrize("arch", ["bert", "albert", "mpnet", "distilbert"])
-def test_save_then_load_gives_the_same_predictions(arch, tmp_path):
-    model = make_model(arch, patience=2, regression_threshold=0.3)
+@pytest.mark.parametrize("arch,pooling", [("bert", "cls"), ("albert", "cls"), ("mpnet", "mean"), ("distilbert", "cls"), ("distilbert", "mean")])
+def test_save_then_load_gives_the_same_predictions(arch, pooling, tmp_path):
+    model = make_model(arch, patience=2, regression_threshold=0.3, pooling=pooling)
     model.config.id2label = {0: "a", 1: "b", 2: "c"}
     model.config.label2id = {"a": 0, "b": 1, "c": 2}
     model.save_pretrained(tmp_path)
     loaded = PabeeForSequenceClassification.from_pretrained(tmp_path)
     assert not loaded.training
     assert loaded.pabee_config.patience == 2 and loaded.pabee_config.regression_threshold == 0.3
+    assert loaded.pabee_config.pooling == pooling
     assert loaded.num_labels == 3 and loaded.config.id2label == {0: "a", 1: "b", 2: "c"}
     ids, mask = random_batch(batch=8)
     with torch.no_grad():
@@ -199,6 +202,41 @@ def test_load_plain_checkpoint_adds_fresh_classifiers(tmp_path):
             model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state,
             backbone(input_ids=ids, attention_mask=mask).last_hidden_state,
         )
+
+
+def test_mean_pooling_classifies_the_masked_mean_of_each_layer():
+    model = make_model("bert", pooling="mean")
+    ids, mask = random_batch(batch=5)
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_all_layers=True)
+        states = model.backbone(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
+    for i in range(model.num_layers):
+        w = mask.unsqueeze(-1).float()
+        pooled = (states[i + 1] * w).sum(1) / w.sum(1)  # hand-written masked mean of layer i+1
+        expected = pooled @ model.classifiers[i].weight.T + model.classifiers[i].bias
+        torch.testing.assert_close(out.all_logits[i], expected, atol=ATOL, rtol=0)
+    assert model.pooler is None
+
+
+def test_sentence_transformers_folder_gets_its_declared_pooling(tmp_path):
+    import json
+
+    tiny_backbone("bert").save_pretrained(tmp_path)
+    plain = PabeeForSequenceClassification.from_pretrained(tmp_path, num_labels=2)
+    assert plain.pabee_config.pooling == "cls"
+    (tmp_path / "modules.json").write_text(
+        json.dumps([{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+                    {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}])
+    )
+    (tmp_path / "1_Pooling").mkdir()
+    (tmp_path / "1_Pooling" / "config.json").write_text(
+        json.dumps({"pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True})
+    )
+    assert PabeeForSequenceClassification.from_pretrained(tmp_path, num_labels=2).pabee_config.pooling == "mean"
+    forced = PabeeForSequenceClassification.from_pretrained(tmp_path, num_labels=2, pooling="cls")
+    assert forced.pabee_config.pooling == "cls"
+    with pytest.raises(ValueError, match="unknown pooling 'max'"):
+        PabeeForSequenceClassification.from_pretrained(tmp_path, num_labels=2, pooling="max")
 
 
 def test_num_labels_contradicting_a_saved_model(tmp_path):

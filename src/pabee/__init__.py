@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["PabeeConfig", "PabeeForSequenceClassification", "PabeeOutput", "__version__"]
+__all__ = ["ExitRule", "PabeeConfig", "PabeeForSequenceClassification", "PabeeOutput", "__version__"]
 
 
 def __getattr__(name):  # lazy, so `pabee --help` and argument errors do not pay for importing torch
@@ -10,6 +10,10 @@ def __getattr__(name):  # lazy, so `pabee --help` and argument errors do not pay
         from . import modeling
 
         return getattr(modeling, name)
+    if name == "ExitRule":
+        from .exit_rules import ExitRule
+
+        return ExitRule
     if name == "PabeeConfig":
         from .config import PabeeConfig
 

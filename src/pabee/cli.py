@@ -11,6 +11,10 @@ import argparse
 import logging
 import sys
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .exit_rules import ExitRule
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,6 +39,31 @@ def _patience_list(text: str) -> list[int]:
     values = parse_int_list(text, "--patience")
     if any(v < 0 for v in values):
         raise argparse.ArgumentTypeError(f"--patience values must be >= 0, got {text!r}")
+    return values
+
+
+# the exit rule kinds, as in pabee.exit_rules.EXIT_RULE_KINDS (not imported here: argument parsing stays torch-free)
+EXIT_RULE_CHOICES = ("patience", "entropy", "confidence", "layer")
+
+
+def _number_list(text: str) -> list[float]:
+    """"0.05,0.1" -> [0.05, 0.1] (integers stay ints); a clear argparse error otherwise."""
+    values: list[float] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            values.append(int(part))
+        except ValueError:
+            try:
+                values.append(float(part))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"--exit_values must be a comma-separated list of numbers, got {text!r}"
+                ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("--exit_values is empty")
     return values
 
 
@@ -66,7 +95,14 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--output_dir", required=seed, default=None)
     p.add_argument("--max_seq_length", type=int, default=128)
     p.add_argument("--do_lower_case", action="store_true")
-    p.add_argument("--patience", type=_patience_list, default=[0], help="comma-separated, e.g. 3,4,5 (0 = full depth)")
+    p.add_argument("--patience", type=_patience_list, default=None,
+                   help="comma-separated, e.g. 3,4,5 (0 = full depth, the default)")
+    p.add_argument("--exit_rule", choices=EXIT_RULE_CHOICES, default="patience",
+                   help="the early-exit rule: patience (PABEE), entropy (exit when the prediction entropy, in nats, "
+                        "is < value), confidence (exit when the top class probability is >= value) or layer (every "
+                        "example runs value layers); full depth is always evaluated as the baseline")
+    p.add_argument("--exit_values", type=_number_list, default=None,
+                   help="comma-separated values of --exit_rule, e.g. --exit_rule entropy --exit_values 0.05,0.1,0.3")
     p.add_argument("--regression_threshold", type=_threshold, default=None)
     p.add_argument("--learning_rate", type=float, default=None)
     p.add_argument("--weight_decay", type=float, default=0.0)
@@ -101,7 +137,13 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--regression", action="store_true", help="custom files: the label is a number")
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=None)
-    p.add_argument("--loss_weighting", choices=["linear", "uniform"], default=None)
+    p.add_argument("--loss_weighting", choices=["linear", "uniform", "last"], default=None,
+                   help="linear: PABEE's i/sum(i) (default); uniform; last: plain fine-tuning of the last classifier")
+    p.add_argument("--pooling", choices=["cls", "mean"], default=None,
+                   help="what the internal classifiers read (default: the model's own sentence-transformers "
+                        "pooling if it declares one, else cls = the pooler on the first token)")
+    p.add_argument("--classifier_learning_rate", type=float, default=None,
+                   help="learning rate of the internal classifiers (default: 20 x --learning_rate)")
     p.add_argument("--disable_tqdm", action="store_true")
 
 
@@ -139,6 +181,33 @@ def pabee_parser() -> argparse.ArgumentParser:
     return p
 
 
+def exit_rules_from_args(args: argparse.Namespace) -> tuple[list[int], list[ExitRule] | None]:
+    """(patiences, exit rules or None) from --patience, --exit_rule and --exit_values; ValueError when they clash
+    or a value is invalid for its rule."""
+    from .exit_rules import ExitRule
+
+    if args.exit_rule == "patience":
+        if args.exit_values is not None and args.patience is not None:
+            raise ValueError("give the patiences with --patience or with --exit_values, not both")
+        values = args.exit_values if args.exit_values is not None else (args.patience or [0])
+        rules = [_rule(ExitRule, "patience", v) for v in values]
+        return [rule.value for rule in rules], None
+    if args.patience is not None:
+        raise ValueError(
+            f"--patience applies to --exit_rule patience; give the {args.exit_rule} values with --exit_values"
+        )
+    if args.exit_values is None:
+        raise ValueError(f"--exit_rule {args.exit_rule} needs --exit_values (comma-separated, e.g. 0.1,0.3)")
+    return [0], [_rule(ExitRule, args.exit_rule, v) for v in args.exit_values]
+
+
+def _rule(rule_type: type[ExitRule], kind: str, value: float) -> ExitRule:
+    try:
+        return rule_type(kind, value)
+    except ValueError as err:
+        raise ValueError(f"--exit_values: {err}") from None
+
+
 def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, do_predict: bool):
     """Map parsed arguments to RunSettings (defaults that differ by front end are resolved here)."""
     from .runner import RunSettings
@@ -148,12 +217,14 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
     if output_dir is None:
         task = (args.task_name or "custom").lower().replace("-", "")
         output_dir = f"runs/{task}" if do_train else (args.model_name_or_path or f"runs/{task}")
+    patience, exit_rules = exit_rules_from_args(args)
     warmup = args.warmup_ratio if args.warmup_ratio is not None else args.warmup_steps
     train = None
     if do_train:
         train = TrainSettings(
             output_dir=output_dir,
             learning_rate=args.learning_rate if args.learning_rate is not None else 5e-5,
+            classifier_learning_rate=args.classifier_learning_rate,
             num_train_epochs=args.num_train_epochs if args.num_train_epochs is not None else 3.0,
             max_steps=args.max_steps,
             per_device_train_batch_size=args.train_batch_size or 32,
@@ -193,7 +264,8 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         do_predict=do_predict,
         do_lower_case=args.do_lower_case,
         max_seq_length=args.max_seq_length,
-        patience=args.patience,
+        patience=patience,
+        exit_rules=exit_rules,
         regression_threshold=args.regression_threshold,
         eval_batch_sizes=args.eval_batch_sizes or [32],
         eval_all_checkpoints=args.eval_all_checkpoints,
@@ -201,6 +273,7 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         max_train_samples=args.max_train_samples,
         max_eval_samples=args.max_eval_samples,
         loss_weighting=args.loss_weighting,
+        pooling=args.pooling,
         progress=not args.disable_tqdm,
         train=train,
     )
@@ -221,6 +294,14 @@ def _execute(settings, prog: str) -> int:
     return 0
 
 
+def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Report clashing or invalid exit-rule arguments like any other argument error (one line, exit 2)."""
+    try:
+        exit_rules_from_args(args)
+    except ValueError as err:
+        parser.error(str(err))
+
+
 def _setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("pabee").setLevel(logging.INFO)
@@ -230,7 +311,9 @@ def _setup_logging() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pabee`` console command."""
-    args = pabee_parser().parse_args(argv)
+    parser = pabee_parser()
+    args = parser.parse_args(argv)
+    _check_exit_args(parser, args)
     _setup_logging()
     if args.command == "train":
         settings = settings_from_args(args, True, not args.no_eval, args.do_predict)
@@ -243,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def seed_main(argv: list[str] | None = None) -> int:
     """Entry point of ``run_glue_with_pabee.py`` (the reference script's flags)."""
-    args = seed_parser().parse_args(argv)
+    parser = seed_parser()
+    args = parser.parse_args(argv)
+    _check_exit_args(parser, args)
     _setup_logging()
     if not args.task_name and not (args.train_file or args.validation_file):
         print("run_glue_with_pabee.py: error: --task_name is required", file=sys.stderr)

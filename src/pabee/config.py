@@ -15,6 +15,7 @@ from .policy import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regressi
 logger = logging.getLogger(__name__)
 
 PABEE_CONFIG_NAME = "pabee_config.json"
+POOLINGS = ("cls", "mean")
 
 
 @dataclass
@@ -26,12 +27,16 @@ class PabeeConfig:
         regression_threshold: default agreement threshold for regression models (|delta| < threshold).
         loss_weighting: how the classifiers' losses are weighted in training ("linear": i / sum(1..L)).
         classifier_dropout: dropout before every internal classifier (None: the backbone's hidden dropout).
+        pooling: what every internal classifier reads. "cls": the backbone's pooler (dense + tanh) on the first
+            token, as in the PABEE paper and BertForSequenceClassification; "mean": the mean of the token states
+            (padding excluded), as sentence-transformers models such as all-MiniLM-L6-v2 were trained.
     """
 
     patience: int = 0
     regression_threshold: float = DEFAULT_REGRESSION_THRESHOLD
     loss_weighting: str = "linear"
     classifier_dropout: float | None = None
+    pooling: str = "cls"
     pabee_version: str = ""
 
     def __post_init__(self) -> None:
@@ -41,6 +46,8 @@ class PabeeConfig:
             raise ValueError(
                 f"unknown loss weighting {self.loss_weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}"
             )
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
         if self.classifier_dropout is not None and not 0.0 <= float(self.classifier_dropout) < 1.0:
             raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
         if not self.pabee_version:
@@ -76,6 +83,31 @@ class PabeeConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a JSON object")
         return cls.from_dict(values)
+
+
+def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:
+    """The pooling a local sentence-transformers folder was trained with ("mean" or "cls"), or None.
+
+    sentence-transformers writes its pooling module's settings to ``<pooling module>/config.json``, the module
+    being listed in ``modules.json``; other folders (and hub ids) give None.
+    """
+    folder = Path(path)
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    for module in modules if isinstance(modules, list) else []:
+        if not isinstance(module, dict) or not str(module.get("type", "")).endswith("Pooling"):
+            continue
+        try:
+            settings = json.loads((folder / str(module.get("path", "")) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None
+        if settings.get("pooling_mode_mean_tokens"):
+            return "mean"
+        if settings.get("pooling_mode_cls_token"):
+            return "cls"
+    return None
 
 
 def is_pabee_folder(path: str | os.PathLike) -> bool:

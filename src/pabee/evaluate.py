@@ -1,4 +1,5 @@
-"""Evaluation over patiences (and checkpoints): predictions, timings, exit statistics, records, table, plot."""
+"""Evaluation over exit rules (patiences, entropy / confidence thresholds, fixed layers) and checkpoints:
+predictions, timings, exit statistics, records, table, plot."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from .config import atomic_write_text
+from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
 from .features import Features, length_sorted_batches
 from .metrics import compute_metrics
 from .tasks import TaskSpec
@@ -35,14 +37,18 @@ class Predictions:
 
 @dataclass
 class EvalRecord:
-    """One (checkpoint, split, patience, batch size) evaluation. ``layer_speedup`` = num_layers / avg_exit_layer;
+    """One (checkpoint, split, exit rule, batch size) evaluation. ``exit_rule`` is the rule's kind ("patience",
+    "entropy", "confidence", "layer") and ``exit_value`` its setting; ``patience`` repeats the value for patience
+    rows and is None for the other rules. ``layer_speedup`` = num_layers / avg_exit_layer;
     ``layers_saved`` = 1 - avg_exit_layer / num_layers (what the reference code prints as "Speed Up");
-    ``wall_speedup`` = eval_seconds at full depth / eval_seconds, measured in the same run."""
+    ``wall_speedup`` = eval_seconds at full depth (patience 0) / eval_seconds, measured in the same run."""
 
     checkpoint: str
     task: str
     split: str
-    patience: int
+    patience: int | None
+    exit_rule: str
+    exit_value: float
     regression_threshold: float | None
     metrics: dict[str, float]
     num_layers: int
@@ -66,12 +72,15 @@ def predict(
     regression_threshold: float | None = None,
     pad_token_id: int = 0,
     progress: bool = False,
+    exit_rule: ExitRule | str | None = None,
 ) -> Predictions:
     """Run early-exit inference over ``features``; outputs are in dataset order.
 
+    The rule is ``exit_rule`` if given, else patience ``patience`` (the model's default when both are None).
     Batches are padded to their longest row and grouped by length. The time covers padding and the model, not
     tokenization.
     """
+    rule_kwargs = {"patience": patience} if exit_rule is None else {"exit_rule": exit_rule}
     batches = length_sorted_batches(features, batch_size, pad_token_id)
     logits = np.zeros((len(features), model.num_labels), dtype=np.float32)
     exits = np.zeros(len(features), dtype=np.int64)
@@ -82,12 +91,13 @@ def predict(
     if progress:
         from tqdm.auto import tqdm
 
-        iterator = tqdm(batches, desc=f"eval patience={patience}", leave=False, unit="batch")
+        name = f"patience {patience}" if exit_rule is None else to_exit_rule(exit_rule).label
+        iterator = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch")
     start = time.perf_counter()
     with torch.inference_mode():
         for indices, batch in iterator:
             batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch, patience=patience, regression_threshold=regression_threshold)
+            out = model(**batch, **rule_kwargs, regression_threshold=regression_threshold)
             logits[indices] = out.logits.float().cpu().numpy()
             exits[indices] = out.exit_layers.cpu().numpy()
     seconds = time.perf_counter() - start
@@ -98,6 +108,46 @@ def predict(
 def predicted_labels(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
     """Label ids (classification) or scores (regression) from logits (N,C)."""
     return logits[:, 0] if task.is_regression else logits.argmax(axis=1)
+
+
+def evaluate_exit_rules(
+    model,
+    features: Features,
+    task: TaskSpec,
+    rules: Sequence[ExitRule | str],
+    batch_size: int,
+    checkpoint: str,
+    split: str,
+    regression_threshold: float | None = None,
+    pad_token_id: int = 0,
+    warmup: bool = True,
+    progress: bool = False,
+) -> list[EvalRecord]:
+    """Evaluate every exit rule (plus full depth, patience 0, as the baseline) on labeled ``features``.
+
+    ``rules`` may mix kinds (``[ExitRule("patience", 3), "entropy:0.3"]``); the baseline comes first, duplicates
+    are dropped. Entropy and confidence rules on a regression task raise ValueError before anything runs.
+    """
+    if features.labels is None:
+        raise ValueError(f"split {split!r} has no labels: cannot evaluate")
+    rules = list(dict.fromkeys([patience_rule(0), *(to_exit_rule(r) for r in rules)]))  # full depth first
+    for rule in rules:
+        check_rule_supported(rule, task.num_labels)
+    if warmup:  # one small untimed pass so the first timed pass does not pay for lazy initialisation
+        subset = Features(features.input_ids[:batch_size], _slice(features.token_type_ids, batch_size), None)
+        predict(model, subset, batch_size, 0, regression_threshold, pad_token_id)
+    records = []
+    for rule in rules:
+        pred = predict(model, features, batch_size, None, regression_threshold, pad_token_id, progress=progress,
+                       exit_rule=rule)
+        metrics = compute_metrics(task, predicted_labels(task, pred.logits), features.labels)
+        # the regression threshold is part of the experiment only where it is used: patience on a regression task
+        threshold = regression_threshold if task.is_regression and rule.kind == "patience" else None
+        records.append(_record(model, task, checkpoint, split, rule, threshold, batch_size, pred, metrics))
+    full_seconds = records[0].eval_seconds
+    for record in records:
+        record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
+    return records
 
 
 def evaluate_patiences(
@@ -114,29 +164,17 @@ def evaluate_patiences(
     progress: bool = False,
 ) -> list[EvalRecord]:
     """Evaluate every patience (plus full depth, patience 0, as the baseline) on labeled ``features``."""
-    if features.labels is None:
-        raise ValueError(f"split {split!r} has no labels: cannot evaluate")
-    patiences = list(dict.fromkeys([0, *patiences]))  # full depth first, no duplicates
-    if warmup:  # one small untimed pass so the first timed pass does not pay for lazy initialisation
-        subset = Features(features.input_ids[:batch_size], _slice(features.token_type_ids, batch_size), None)
-        predict(model, subset, batch_size, 0, regression_threshold, pad_token_id)
-    threshold = regression_threshold if task.is_regression else None
-    records = []
-    for patience in patiences:
-        pred = predict(model, features, batch_size, patience, regression_threshold, pad_token_id, progress=progress)
-        metrics = compute_metrics(task, predicted_labels(task, pred.logits), features.labels)
-        records.append(_record(model, task, checkpoint, split, patience, threshold, batch_size, pred, metrics))
-    full_seconds = records[0].eval_seconds
-    for record in records:
-        record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
-    return records
+    return evaluate_exit_rules(
+        model, features, task, [ExitRule("patience", p) for p in patiences], batch_size, checkpoint, split,
+        regression_threshold, pad_token_id, warmup, progress,
+    )
 
 
 def _slice(values, n):
     return None if values is None else values[:n]
 
 
-def _record(model, task, checkpoint, split, patience, threshold, batch_size, pred, metrics) -> EvalRecord:
+def _record(model, task, checkpoint, split, rule: ExitRule, threshold, batch_size, pred, metrics) -> EvalRecord:
     num_layers = model.num_layers
     avg = float(pred.exit_layers.mean())
     counts = np.bincount(pred.exit_layers, minlength=num_layers + 1)[1:]
@@ -144,7 +182,9 @@ def _record(model, task, checkpoint, split, patience, threshold, batch_size, pre
         checkpoint=checkpoint,
         task=task.name,
         split=split,
-        patience=patience,
+        patience=rule.value if rule.kind == "patience" else None,
+        exit_rule=rule.kind,
+        exit_value=rule.value,
         regression_threshold=threshold,
         metrics=metrics,
         num_layers=num_layers,
@@ -160,16 +200,23 @@ def _record(model, task, checkpoint, split, patience, threshold, batch_size, pre
 
 
 def _record_key(record: dict) -> tuple:
-    return tuple(
-        record.get(k) for k in ("checkpoint", "task", "split", "patience", "regression_threshold", "batch_size")
+    # records written before exit rules existed have no exit_rule / exit_value: they are patience records
+    if record.get("exit_rule") is None:
+        rule = ("patience", record.get("patience"))
+    else:
+        rule = (record["exit_rule"], record.get("exit_value"))
+    return (
+        *(record.get(k) for k in ("checkpoint", "task", "split")),
+        *rule,
+        *(record.get(k) for k in ("regression_threshold", "batch_size")),
     )
 
 
 def save_records(records: Sequence[EvalRecord], output_dir: str | os.PathLike) -> Path:
     """Merge ``records`` into ``output_dir/eval_results.json``.
 
-    A record replaces an earlier one only when it is the same experiment (checkpoint, task, split, patience,
-    threshold, batch size); all other results are kept. The file is written atomically.
+    A record replaces an earlier one only when it is the same experiment (checkpoint, task, split, exit rule and
+    value, threshold, batch size); all other results are kept. The file is written atomically.
     """
     path = Path(output_dir) / RESULTS_NAME
     existing: list[dict] = []
@@ -190,18 +237,18 @@ def save_records(records: Sequence[EvalRecord], output_dir: str | os.PathLike) -
 
 
 def format_table(records: Sequence[EvalRecord]) -> str:
-    """A plain-text table: one row per record, full depth marked."""
+    """A plain-text table: one row per record, its exit rule in the "rule" column ("full" = full depth)."""
     if not records:
         return "(no results)"
     metric_names = list(records[0].metrics)
-    header = ["checkpoint", "split", "patience", *metric_names, "avg exit", "layer x", "saved", "wall x", "ex/s", "bs"]
+    header = ["checkpoint", "split", "rule", *metric_names, "avg exit", "layer x", "saved", "wall x", "ex/s", "bs"]
     rows = []
     for r in records:
         rows.append(
             [
                 r.checkpoint,
                 r.split,
-                "full" if r.patience == 0 else str(r.patience),
+                _rule_name(r),
                 *[f"{r.metrics[m]:.4f}" for m in metric_names],
                 f"{r.avg_exit_layer:.2f}/{r.num_layers}",
                 f"{r.layer_speedup:.2f}",
@@ -217,30 +264,69 @@ def format_table(records: Sequence[EvalRecord]) -> str:
     return "\n".join(lines)
 
 
-def plot_tradeoff(records: Sequence[EvalRecord], path: str | os.PathLike, metric: str) -> Path:
-    """PNG of ``metric`` against layer speed-up, one curve per (checkpoint, split), patience annotated."""
+def _is_full_depth(r: EvalRecord) -> bool:
+    return r.exit_rule == "patience" and r.exit_value == 0
+
+
+def _rule_name(r: EvalRecord) -> str:
+    """The table's "rule" cell: "full" for the full-depth baseline, else e.g. "patience 3", "entropy 0.3"."""
+    return "full" if _is_full_depth(r) else ExitRule(r.exit_rule, r.exit_value).label
+
+
+_SHORT_NAMES = {"patience": "t={}", "entropy": "H<{}", "confidence": "p>={}", "layer": "k={}"}
+SPEEDUPS = ("layer", "wall")
+
+
+def plot_tradeoff(
+    records: Sequence[EvalRecord], path: str | os.PathLike, metric: str, speedup: str = "layer"
+) -> Path:
+    """PNG of ``metric`` against speed-up, one curve per (checkpoint, split, exit rule kind), values annotated.
+
+    ``speedup``: "layer" (L / mean exit layer) or "wall" (measured wall-clock speed-up over full depth; records
+    without one are left out). Every curve starts at the full-depth baseline (patience 0) of its checkpoint and
+    split, which is drawn once as a star.
+    """
+    if speedup not in SPEEDUPS:
+        raise ValueError(f"unknown speedup {speedup!r}; choose one of {', '.join(SPEEDUPS)}")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def x_of(r: EvalRecord) -> float | None:
+        return r.layer_speedup if speedup == "layer" else r.wall_speedup
+
+    records = [r for r in records if x_of(r) is not None]
+    if not records:
+        raise ValueError(f"no record has a {speedup} speed-up to plot")
     fig, ax = plt.subplots(figsize=(6, 4))
-    groups: dict[tuple[str, str], list[EvalRecord]] = {}
+    baselines = {(r.checkpoint, r.split): r for r in records if _is_full_depth(r)}
+    groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
-        groups.setdefault((r.checkpoint, r.split), []).append(r)
-    for (checkpoint, split), group in groups.items():
-        group = sorted(group, key=lambda r: r.layer_speedup)
-        xs = [r.layer_speedup for r in group]
+        if not _is_full_depth(r):
+            groups.setdefault((r.checkpoint, r.split, r.exit_rule), []).append(r)
+    several_runs = len({(r.checkpoint, r.split) for r in records}) > 1
+    for (checkpoint, split, kind), group in groups.items():
+        base = baselines.get((checkpoint, split))
+        group = sorted(([base] if base is not None else []) + group, key=x_of)
+        xs = [x_of(r) for r in group]
         ys = [r.metrics[metric] for r in group]
-        ax.plot(xs, ys, marker="o", label=f"{checkpoint} ({split})")
+        ax.plot(xs, ys, marker="o", label=f"{checkpoint} ({split}) {kind}" if several_runs else kind)
         for r, x, y in zip(group, xs, ys):
-            ax.annotate("full" if r.patience == 0 else f"t={r.patience}", (x, y), fontsize=7,
-                        textcoords="offset points", xytext=(3, 3))
-    ax.set_xlabel("layer speed-up (L / mean exit layer)")
+            if not _is_full_depth(r):
+                ax.annotate(_SHORT_NAMES[r.exit_rule].format(_short_value(r.exit_value)), (x, y), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+    for (checkpoint, split), base in baselines.items():
+        ax.plot([x_of(base)], [base.metrics[metric]], marker="*", markersize=11, color="black", linestyle="none",
+                label=f"full depth ({checkpoint}, {split})" if several_runs else "full depth")
+    if speedup == "layer":
+        ax.set_xlabel("layer speed-up (L / mean exit layer)")
+    else:
+        ax.set_xlabel("wall-clock speed-up (full-depth time / time)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{records[0].task}: {metric} vs speed-up")
+    ax.set_title(f"{records[0].task}: {metric} vs {speedup} speed-up")
     ax.grid(alpha=0.3)
-    if len(groups) <= 8:
+    if len(groups) + len(baselines) <= 12:
         ax.legend(fontsize=7)
     fig.tight_layout()
     tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.png")
@@ -248,6 +334,10 @@ def plot_tradeoff(records: Sequence[EvalRecord], path: str | os.PathLike, metric
     plt.close(fig)
     os.replace(tmp, path)
     return Path(path)
+
+
+def _short_value(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def layer_metrics(task: TaskSpec, all_logits: np.ndarray, labels: Sequence) -> dict[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSS_WEIGHTINGS = ("linear", "uniform")
+LOSS_WEIGHTINGS = ("linear", "uniform", "last")
 
 
 def layer_loss_weights(num_layers: int, weighting: str = "linear") -> torch.Tensor:
@@ -13,6 +13,7 @@ def layer_loss_weights(num_layers: int, weighting: str = "linear") -> torch.Tens
 
     ``linear`` is PABEE's weighting: layer i gets i / sum(1..L), so deeper classifiers count more.
     ``uniform`` gives every layer 1 / L.
+    ``last`` trains only the last classifier: plain fine-tuning, the baseline PABEE is compared with.
     """
     if num_layers < 1:
         raise ValueError(f"num_layers must be >= 1, got {num_layers}")
@@ -20,6 +21,9 @@ def layer_loss_weights(num_layers: int, weighting: str = "linear") -> torch.Tens
         raw = torch.arange(1, num_layers + 1, dtype=torch.float32)
     elif weighting == "uniform":
         raw = torch.ones(num_layers, dtype=torch.float32)
+    elif weighting == "last":
+        raw = torch.zeros(num_layers, dtype=torch.float32)
+        raw[-1] = 1.0
     else:
         raise ValueError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}")
     return raw / raw.sum()

@@ -1,8 +1,9 @@
 """PabeeForSequenceClassification: an encoder with an internal classifier after every layer and per-example
-patience-based early exit at inference."""
+early exit at inference (patience-based by default; entropy, confidence and fixed-layer rules on request)."""
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,18 +16,26 @@ from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedMode
 from transformers.utils import ModelOutput
 
 from .backbones import BackboneDriver, get_driver, trim_layer_extra
-from .config import PabeeConfig, atomic_write_text, is_pabee_folder
+from .config import PabeeConfig, atomic_write_text, is_pabee_folder, sentence_transformers_pooling
+from .exit_rules import (
+    THRESHOLD_TESTS,
+    ExitRule,
+    check_rule_supported,
+    patience_rule,
+    rule_exit_layers,
+    to_exit_rule,
+)
 from .losses import layer_loss_weights, weighted_layer_loss
 from .policy import (
     check_patience,
     check_regression_threshold,
     gather_exit_logits,
     next_patience_counter,
-    patience_exit_layers,
     patience_reached,
     predictions_agree,
 )
 
+logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
 
 
@@ -82,7 +91,8 @@ class PabeeForSequenceClassification(nn.Module):
         if dropout is None:
             dropout = _first_attr(config, ("classifier_dropout", "hidden_dropout_prob", "seq_classif_dropout"), 0.1)
         self.dropout = nn.Dropout(dropout)
-        self.pooler = ClsPooler(hidden_size) if self.driver.pooler(backbone) is None else None
+        cls_pooling = self.pabee_config.pooling == "cls"
+        self.pooler = ClsPooler(hidden_size) if cls_pooling and self.driver.pooler(backbone) is None else None
         self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_labels) for _ in range(self.num_layers))
         std = getattr(config, "initializer_range", 0.02)
         for module in [*self.classifiers, *([self.pooler.dense] if self.pooler is not None else [])]:
@@ -118,15 +128,20 @@ class PabeeForSequenceClassification(nn.Module):
         patience: int | None = None,
         regression_threshold: float | None = None,
         output_all_layers: bool = False,
+        exit_rule: ExitRule | str | None = None,
     ) -> PabeeOutput:
         """Run the encoder with early exit.
 
-        input_ids, attention_mask, token_type_ids: (batch, seq). patience / regression_threshold default to
-        ``pabee_config``. In training mode, with ``labels`` or with ``output_all_layers`` every layer runs for every
-        example (the loss needs every classifier); exit layers are then recomputed from all layers' logits with the
-        same rule. Otherwise examples that exit stop costing compute: the active batch shrinks layer by layer.
+        input_ids, attention_mask, token_type_ids: (batch, seq). ``exit_rule`` (an :class:`ExitRule` or a string
+        such as ``"entropy:0.3"``) chooses the exit rule; without it the rule is patience ``patience``.
+        patience / regression_threshold default to ``pabee_config``; giving both ``exit_rule`` and ``patience`` is
+        an error, and the entropy and confidence rules are refused for regression models (ValueError).
+        In training mode, with ``labels`` or with ``output_all_layers`` every layer runs for every example (the
+        loss needs every classifier); exit layers are then recomputed from all layers' logits with the same rule.
+        Otherwise examples that exit stop costing compute: the active batch shrinks layer by layer (the "layer"
+        rule simply runs its k layers and classifies once).
         """
-        patience = check_patience(self.pabee_config.patience if patience is None else patience)
+        rule = self._resolve_exit_rule(exit_rule, patience)
         threshold = check_regression_threshold(
             self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
         )
@@ -141,15 +156,24 @@ class PabeeForSequenceClassification(nn.Module):
                 if labels.size(0) != input_ids.size(0):
                     raise ValueError(f"labels has {labels.size(0)} rows but the batch has {input_ids.size(0)}")
                 loss = weighted_layer_loss(all_logits, labels, self.loss_weights)
-            exit_layers = patience_exit_layers(all_logits.detach(), patience, threshold)
+            exit_layers = rule_exit_layers(all_logits.detach(), rule, threshold)
             return PabeeOutput(
                 loss=loss,
                 logits=gather_exit_logits(all_logits, exit_layers),
                 exit_layers=exit_layers,
                 all_logits=all_logits if output_all_layers else None,
             )
-        logits, exit_layers = self._early_exit(hidden, attention_mask, patience, threshold)
+        logits, exit_layers = self._early_exit(hidden, attention_mask, rule, threshold)
         return PabeeOutput(logits=logits, exit_layers=exit_layers)
+
+    def _resolve_exit_rule(self, exit_rule: ExitRule | str | None, patience: int | None) -> ExitRule:
+        if exit_rule is None:
+            return patience_rule(check_patience(self.pabee_config.patience if patience is None else patience))
+        if patience is not None:
+            raise ValueError("give either exit_rule or patience, not both (patience p is exit_rule='patience:p')")
+        rule = to_exit_rule(exit_rule)
+        check_rule_supported(rule, self.num_labels)
+        return rule
 
     def encode(
         self,
@@ -159,13 +183,13 @@ class PabeeForSequenceClassification(nn.Module):
     ) -> torch.Tensor:
         """The backbone's last hidden state (B,S,H), computed through pabee's layer-by-layer driver."""
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
-        return self._run_all_layers(self.driver.embed(self.backbone, input_ids, token_type_ids), attention_mask)
+        return self._run_layers(self.driver.embed(self.backbone, input_ids, token_type_ids), attention_mask)
 
-    def _run_all_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Every layer for every row, no classifiers: (B,S,H) embeddings -> (B,S,H) last hidden state."""
+    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, depth: int | None = None) -> torch.Tensor:
+        """The first ``depth`` layers (default: all) for every row, no classifiers: (B,S,H) -> (B,S,H)."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
-        for i in range(self.num_layers):
+        for i in range(self.num_layers if depth is None else depth):
             hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
         return hidden
 
@@ -188,9 +212,17 @@ class PabeeForSequenceClassification(nn.Module):
             token_type_ids = None
         return input_ids, attention_mask, token_type_ids
 
-    def _classify(self, i: int, hidden: torch.Tensor) -> torch.Tensor:
-        """Classifier i on the pooled first token: (B,S,H) -> (B,C)."""
-        pooled = self.pooler(hidden) if self.pooler is not None else self.driver.pooler(self.backbone)(hidden)
+    def _classify(self, i: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """Classifier i on the pooled layer output: hidden (B,S,H), attention_mask (B,S) -> (B,C).
+
+        ``attention_mask`` None means no position is padding (the callers know it from the prepared layer mask).
+        """
+        if self.pabee_config.pooling == "mean":
+            pooled = _masked_mean(hidden, attention_mask)
+        elif self.pooler is not None:
+            pooled = self.pooler(hidden)
+        else:
+            pooled = self.driver.pooler(self.backbone)(hidden)
         if self.training:
             pooled = self.dropout(pooled)
         head = self.classifiers[i]
@@ -203,25 +235,32 @@ class PabeeForSequenceClassification(nn.Module):
         all_logits = []
         for i in range(self.num_layers):
             hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            all_logits.append(self._classify(i, hidden))
+            all_logits.append(self._classify(i, hidden, attention_mask if mask is not None else None))
         return torch.stack(all_logits)
 
     def _early_exit(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, patience: int, threshold: float
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, rule: ExitRule, threshold: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer-by-layer inference where each row leaves as soon as its patience is reached.
+        """Layer-by-layer inference where each row leaves as soon as ``rule`` lets it out.
 
         hidden (B,S,H), attention_mask (B,S) -> logits (B,C), exit_layers (B,).
-        ``rows`` maps the active rows back to their place in the batch.
+        ``rows`` maps the active rows back to their place in the batch. Patience keeps a counter per row; the
+        entropy and confidence rules test each layer's logits on their own (``stop``).
         """
         batch = hidden.size(0)
         last = self.num_layers - 1
-        if patience == 0:  # full depth: no exit state, only the last classifier
-            hidden = self._run_all_layers(hidden, attention_mask)
-            exits = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
-            return self._classify(last, hidden), exits
+        if rule.kind == "layer" or rule.is_full_depth:  # static depth: no exit state, one classifier
+            depth = min(rule.value, self.num_layers) if rule.kind == "layer" else self.num_layers
+            hidden = self._run_layers(hidden, attention_mask, depth)
+            exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
+            padded = None if bool(attention_mask.all()) else attention_mask
+            return self._classify(depth - 1, hidden, padded), exits
+        patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
+        stop = None if patience else THRESHOLD_TESTS[rule.kind]
         if batch == 1:
-            return self._early_exit_one(hidden, attention_mask, patience, threshold)
+            if stop is None:
+                return self._early_exit_one(hidden, attention_mask, patience, threshold)
+            return self._early_exit_one_threshold(hidden, attention_mask, rule)
         logits_out = hidden.new_empty(batch, self.num_labels)
         exit_layers = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
         rows = torch.arange(batch, device=hidden.device)  # (A,)
@@ -231,15 +270,16 @@ class PabeeForSequenceClassification(nn.Module):
         extra = self.driver.layer_extra(self.backbone, hidden)
         for i in range(self.num_layers):
             hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            if i < last and patience == 0:
-                continue  # no early exit: only the last classifier is needed
-            logits = self._classify(i, hidden)  # (A,C)
+            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (A,C)
             if i == last:
                 logits_out[rows] = logits
                 break
-            if previous is not None:
-                counter = next_patience_counter(counter, predictions_agree(previous, logits, threshold))
-            done = patience_reached(counter, patience)  # (A,)
+            if stop is None:
+                if previous is not None:
+                    counter = next_patience_counter(counter, predictions_agree(previous, logits, threshold))
+                done = patience_reached(counter, patience)  # (A,)
+            else:
+                done = stop(logits, rule.value)  # (A,)
             if bool(done.any()):
                 logits_out[rows[done]] = logits[done]
                 exit_layers[rows[done]] = i + 1
@@ -266,7 +306,7 @@ class PabeeForSequenceClassification(nn.Module):
         counter = 0
         for i in range(self.num_layers):
             hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            logits = self._classify(i, hidden)  # (1,C)
+            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (1,C)
             current = logits if regression else int(logits[0].argmax())
             if previous is not None:
                 if regression:  # same float32 arithmetic as predictions_agree
@@ -277,6 +317,20 @@ class PabeeForSequenceClassification(nn.Module):
             if counter >= patience or i == self.num_layers - 1:
                 return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
             previous = current
+        raise AssertionError("unreachable: the last layer always exits")
+
+    def _early_exit_one_threshold(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor, rule: ExitRule
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The entropy / confidence rule for a single example: stop at the first layer whose logits pass."""
+        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+        extra = self.driver.layer_extra(self.backbone, hidden)
+        stop, value, last = THRESHOLD_TESTS[rule.kind], rule.value, self.num_layers - 1
+        for i in range(self.num_layers):
+            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (1,C)
+            if i == last or bool(stop(logits, value)[0]):
+                return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
         raise AssertionError("unreachable: the last layer always exits")
 
     # ------------------------------------------------------------------ save / load
@@ -306,6 +360,7 @@ class PabeeForSequenceClassification(nn.Module):
         regression_threshold: float | None = None,
         loss_weighting: str | None = None,
         classifier_dropout: float | None = None,
+        pooling: str | None = None,
         **backbone_kwargs,
     ) -> PabeeForSequenceClassification:
         """Load a model in eval mode.
@@ -313,7 +368,8 @@ class PabeeForSequenceClassification(nn.Module):
         ``name_or_path`` is either a folder written by :meth:`save_pretrained` (everything is restored; the options
         given here override the saved early-exit defaults, and ``num_labels`` must match), or a plain encoder
         checkpoint (local folder or hub id) whose backbone weights are loaded with ``transformers.AutoModel`` and
-        which gets freshly initialised classifiers. ``backbone_kwargs`` go to transformers (``revision``,
+        which gets freshly initialised classifiers. ``pooling`` ("cls" or "mean", see :class:`PabeeConfig`) defaults
+        to the pooling a local sentence-transformers folder declares, else "cls". ``backbone_kwargs`` go to transformers (``revision``,
         ``attn_implementation``, ``local_files_only``...).
         """
         overrides = {
@@ -321,6 +377,7 @@ class PabeeForSequenceClassification(nn.Module):
             "regression_threshold": regression_threshold,
             "loss_weighting": loss_weighting,
             "classifier_dropout": classifier_dropout,
+            "pooling": pooling,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
@@ -335,6 +392,11 @@ class PabeeForSequenceClassification(nn.Module):
             backbone = AutoModel.from_pretrained(name_or_path, config=config, **backbone_kwargs)
         except OSError as err:
             raise OSError(_load_error(name_or_path, err)) from None
+        if "pooling" not in overrides:
+            declared = sentence_transformers_pooling(name_or_path)
+            if declared is not None:
+                logger.info("%s is a sentence-transformers model trained with %s pooling: using it", name_or_path, declared)
+                overrides["pooling"] = declared
         return cls(backbone, PabeeConfig(**overrides))
 
     @classmethod
@@ -409,6 +471,14 @@ def _load_error(name_or_path, err: Exception) -> str:
         f"cannot load {name_or_path!s}: it is not a local folder and could not be fetched from the Hugging Face hub "
         f"(offline or unknown id): {str(err).splitlines()[0]}"
     )
+
+
+def _masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the token states over the unmasked positions: (B,S,H), (B,S) or None (no padding) -> (B,H)."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B,S,1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
 def _trim_trailing_padding(input_ids, attention_mask, token_type_ids):

@@ -1,4 +1,4 @@
-"""The main job as one typed function: locate data, fine-tune, sweep patiences over checkpoints, predict."""
+"""The main job as one typed function: locate data, fine-tune, sweep exit rules over checkpoints, predict."""
 
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ from .data import (
 )
 from .evaluate import (
     EvalRecord,
-    evaluate_patiences,
+    evaluate_exit_rules,
     format_table,
     plot_tradeoff,
     predict,
     predicted_labels,
     save_records,
 )
+from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
 from .tasks import TaskSpec, custom_task, get_task
 from .train import TrainSettings, check_output_dir, train
@@ -38,7 +39,11 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class RunSettings:
-    """Everything one run needs. ``model_name_or_path=None`` uses the embedded default (MiniLM-L6)."""
+    """Everything one run needs. ``model_name_or_path=None`` uses the embedded default (MiniLM-L6).
+
+    The exit rules evaluated (and used for predictions) are ``exit_rules`` when given, else patience rules with
+    the values of ``patience``; give one or the other. Full depth (patience 0) is always evaluated as the baseline.
+    """
 
     output_dir: str
     task_name: str | None = None
@@ -60,6 +65,7 @@ class RunSettings:
     do_lower_case: bool = False
     max_seq_length: int = 128
     patience: list[int] = field(default_factory=lambda: [0])
+    exit_rules: list[ExitRule] | None = None
     regression_threshold: float | None = None
     eval_batch_sizes: list[int] = field(default_factory=lambda: [32])
     eval_all_checkpoints: bool = False
@@ -67,6 +73,7 @@ class RunSettings:
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     loss_weighting: str | None = None
+    pooling: str | None = None
     progress: bool = True
     train: TrainSettings | None = None
 
@@ -168,12 +175,20 @@ def run(settings: RunSettings) -> list[EvalRecord]:
 
     if not (settings.do_train or settings.do_eval or settings.do_predict):
         raise ValueError("nothing to do: give --do_train, --do_eval and/or --do_predict")
+    rules = _exit_rules(settings)
     if settings.do_train:
         if settings.train is None:
             settings.train = TrainSettings(output_dir=settings.output_dir)
         check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
     data = load_task_data(settings)
     task = data.task
+    for rule in rules:  # before any training: a run must not fail at its evaluation
+        try:
+            check_rule_supported(rule, task.num_labels)
+        except ValueError:
+            raise ValueError(
+                f"--exit_rule {rule.kind} works only for classification tasks, and {task.name} is a regression"
+            ) from None
     if settings.regression_threshold is not None and not task.is_regression:
         warnings.warn(
             f"--regression_threshold is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
@@ -200,6 +215,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
             patience=_single_patience(settings.patience),
             regression_threshold=settings.regression_threshold if task.is_regression else None,
             loss_weighting=settings.loss_weighting,
+            pooling=settings.pooling,
             cache_dir=settings.cache_dir,
         )
         dev_for_training = None
@@ -227,8 +243,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                     tokenizer, task, _limit(examples, settings.max_eval_samples), settings.max_seq_length
                 )
                 for batch_size in settings.eval_batch_sizes:
-                    found = evaluate_patiences(
-                        model, features, task, settings.patience, batch_size, name, split,
+                    found = evaluate_exit_rules(
+                        model, features, task, rules, batch_size, name, split,
                         settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
                     )
                     print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
@@ -238,7 +254,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         print(f"\nresults: {results_path}")
         for split in data.dev:
             split_records = [r for r in records if r.split == split]
-            if len({r.patience for r in split_records}) > 1:
+            if len({(r.exit_rule, r.exit_value) for r in split_records}) > 1:
                 plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
                 largest = max(settings.eval_batch_sizes)
                 plot_tradeoff([r for r in split_records if r.batch_size == largest], plot_path, task.main_metric)
@@ -250,13 +266,13 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         _check_task_matches(model, task, path)
         for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
             features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
-            for patience in dict.fromkeys(settings.patience):
-                pred = predict(model, features, max(settings.eval_batch_sizes), patience,
-                               settings.regression_threshold, tokenizer.pad_token_id or 0)
-                out = Path(settings.output_dir) / "predictions" / f"patience_{patience}" / f"{stem}.tsv"
+            for rule in dict.fromkeys(rules):
+                pred = predict(model, features, max(settings.eval_batch_sizes), None,
+                               settings.regression_threshold, tokenizer.pad_token_id or 0, exit_rule=rule)
+                out = Path(settings.output_dir) / "predictions" / _rule_folder(rule) / f"{stem}.tsv"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
-                print(f"predictions ({split}, patience {patience}): {written}")
+                print(f"predictions ({split}, {rule.label}): {written}")
     return records
 
 
@@ -294,6 +310,21 @@ def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> N
 def _check_task_matches(model, task: TaskSpec, path: str) -> None:
     if model.num_labels != task.num_labels:
         raise ValueError(f"the model at {path} has {model.num_labels} labels but task {task.name} has {task.num_labels}")
+
+
+def _exit_rules(settings: RunSettings) -> list[ExitRule]:
+    if settings.exit_rules is None:
+        return [ExitRule("patience", p) for p in settings.patience]
+    if list(settings.patience) != [0]:
+        raise ValueError("give the patiences either in RunSettings.patience or in RunSettings.exit_rules, not both")
+    if not settings.exit_rules:
+        raise ValueError("RunSettings.exit_rules is empty")
+    return [to_exit_rule(r) for r in settings.exit_rules]
+
+
+def _rule_folder(rule: ExitRule) -> str:
+    """predictions/<folder>: "patience_3" (as before exit rules existed), "entropy_0.3", "layer_2"."""
+    return str(rule).replace(":", "_")
 
 
 def _single_patience(patiences: list[int]) -> int | None:

@@ -26,6 +26,7 @@ from .tasks import TaskSpec
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
+CLASSIFIER_LR_RATIO = 20.0
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainSettings:
 
     output_dir: str
     learning_rate: float = 5e-5
+    classifier_learning_rate: float | None = None  # None: CLASSIFIER_LR_RATIO x learning_rate
     num_train_epochs: float = 3.0
     max_steps: int = -1
     per_device_train_batch_size: int = 32
@@ -56,6 +58,7 @@ class TrainSettings:
     def __post_init__(self) -> None:
         checks = {
             "learning_rate": self.learning_rate > 0,
+            "classifier_learning_rate": self.classifier_learning_rate is None or self.classifier_learning_rate > 0,
             "num_train_epochs": self.num_train_epochs > 0 or self.max_steps > 0,
             "per_device_train_batch_size": self.per_device_train_batch_size >= 1,
             "per_device_eval_batch_size": self.per_device_eval_batch_size >= 1,
@@ -72,9 +75,30 @@ class TrainSettings:
 class PabeeTrainer(Trainer):
     """Trainer that saves pabee folders, writes checkpoints atomically and evaluates every internal classifier."""
 
-    def __init__(self, *args, task: TaskSpec, **kwargs):
+    def __init__(self, *args, task: TaskSpec, classifier_learning_rate: float, **kwargs):
         super().__init__(*args, **kwargs)
         self.task = task
+        self.classifier_learning_rate = classifier_learning_rate
+
+    def create_optimizer(self, model=None):
+        """The Trainer's optimizer, with the internal classifiers moved to groups of their own learning rate.
+
+        Freshly initialised heads at the backbone's small learning rate learn slowly, and meanwhile the joint loss
+        of every layer bends the pretrained backbone towards the label prior (early classifiers that all answer
+        the majority class, regression heads stuck near a constant). A larger head learning rate avoids that.
+        """
+        had_optimizer = self.optimizer is not None
+        optimizer = super().create_optimizer(model)
+        if had_optimizer:
+            return optimizer
+        heads = {id(p) for p in self.accelerator.unwrap_model(self.model).classifiers.parameters()}
+        for group in list(optimizer.param_groups):
+            moved = [p for p in group["params"] if id(p) in heads]
+            if moved:
+                group["params"] = [p for p in group["params"] if id(p) not in heads]
+                optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                           "params": moved, "lr": self.classifier_learning_rate})
+        return optimizer
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir if output_dir is not None else self.args.output_dir
@@ -204,6 +228,10 @@ def train(
         dataloader_pin_memory=torch.cuda.is_available() and not settings.use_cpu,
         label_names=["labels"],
     )
+    classifier_lr = settings.classifier_learning_rate
+    if classifier_lr is None:
+        classifier_lr = CLASSIFIER_LR_RATIO * settings.learning_rate
+    logger.info("learning rate %g for the backbone, %g for the internal classifiers", settings.learning_rate, classifier_lr)
     model.train()
     trainer = PabeeTrainer(
         model=model,
@@ -214,6 +242,7 @@ def train(
         processing_class=tokenizer,
         compute_metrics=_layer_metrics_fn(task) if settings.evaluate_during_training else None,
         task=task,
+        classifier_learning_rate=classifier_lr,
     )
     resume = resolve_resume(settings.output_dir, settings.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)

@@ -1,0 +1,225 @@
+"""ExitRule and the entropy / confidence / fixed-layer rules as pure functions, on hand-made logits."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from pabee import ExitRule as ExportedExitRule
+from pabee.exit_rules import (
+    ExitRule,
+    check_rule_supported,
+    confidence_exit_layers,
+    confidence_reached,
+    entropy_exit_layers,
+    entropy_reached,
+    first_exit_layers,
+    fixed_exit_layers,
+    max_softmax_probability,
+    patience_rule,
+    rule_exit_layers,
+    softmax_entropy,
+    to_exit_rule,
+)
+from pabee.policy import patience_exit_layers
+
+
+def two_class(p: float) -> list[float]:
+    """Logits whose softmax is exactly (p, 1 - p) in real arithmetic."""
+    return [math.log(p / (1 - p)), 0.0]
+
+
+def binary_entropy(p: float) -> float:
+    return -(p * math.log(p) + (1 - p) * math.log(1 - p))
+
+
+# Hand-computed: H(0.5) = ln 2 = 0.693147, H(0.75) = 0.562335, H(0.9) = 0.325083, H(0.99) = 0.056001 (nats).
+HAND_ENTROPIES = {0.5: 0.693147, 0.75: 0.562335, 0.9: 0.325083, 0.99: 0.056001}
+
+
+def test_entropy_matches_hand_computed_values():
+    logits = torch.tensor([two_class(p) for p in HAND_ENTROPIES])
+    expected = torch.tensor(list(HAND_ENTROPIES.values()))
+    torch.testing.assert_close(softmax_entropy(logits), expected, atol=1e-5, rtol=0)
+    for p, h in HAND_ENTROPIES.items():
+        assert binary_entropy(p) == pytest.approx(h, abs=1e-6)
+    uniform3 = softmax_entropy(torch.zeros(2, 3))
+    torch.testing.assert_close(uniform3, torch.full((2,), math.log(3)), atol=1e-6, rtol=0)  # ln 3 = 1.098612
+
+
+def test_entropy_of_a_certain_prediction_is_zero_not_nan():
+    h = softmax_entropy(torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]]))
+    assert not torch.isnan(h).any()
+    assert h[0].item() == 0.0
+
+
+def test_entropy_and_confidence_are_computed_in_float32_for_half_logits():
+    logits = torch.tensor([two_class(0.9)], dtype=torch.bfloat16)
+    assert softmax_entropy(logits).dtype == torch.float32
+    assert max_softmax_probability(logits).dtype == torch.float32
+
+
+def test_max_probability_matches_hand_computed_values():
+    logits = torch.tensor([two_class(0.75), two_class(0.1), [0.0, 0.0]])
+    torch.testing.assert_close(max_softmax_probability(logits), torch.tensor([0.75, 0.9, 0.5]), atol=1e-6, rtol=0)
+    # three classes with logits (ln 2, 0, 0): probabilities (1/2, 1/4, 1/4)
+    torch.testing.assert_close(max_softmax_probability(torch.tensor([[math.log(2), 0.0, 0.0]])), torch.tensor([0.5]))
+
+
+def test_entropy_test_is_strictly_below_the_threshold():
+    logits = torch.tensor([two_class(0.5), two_class(0.9), [1000.0, 0.0]])  # H = 0.693, 0.325, 0
+    assert entropy_reached(logits, 0.4).tolist() == [False, True, True]
+    assert entropy_reached(logits, 1.0).tolist() == [True, True, True]
+    assert entropy_reached(logits, 0.0).tolist() == [False, False, False]  # H < 0 never holds
+
+
+def test_confidence_test_is_at_least_the_threshold():
+    logits = torch.tensor([[0.0, 0.0], two_class(0.9), [1000.0, 0.0]])  # max p = 0.5 (exact), 0.9, 1.0 (exact)
+    assert confidence_reached(logits, 0.5).tolist() == [True, True, True]  # >= : 0.5 passes 0.5
+    assert confidence_reached(logits, 0.8).tolist() == [False, True, True]
+    assert confidence_reached(logits, 1.0).tolist() == [False, False, True]
+
+
+# (L=4, B=3, C=2): row 0 grows more confident layer by layer, row 1 is sure at layer 1, row 2 never is.
+PROBS = [[0.5, 0.99, 0.5], [0.75, 0.5, 0.5], [0.9, 0.5, 0.5], [0.99, 0.5, 0.5]]
+ALL_LOGITS = torch.tensor([[two_class(p) for p in layer] for layer in PROBS])
+
+
+def test_first_exit_layers():
+    reached = torch.tensor([[False, True, False], [True, True, False], [False, False, False]])
+    assert first_exit_layers(reached).tolist() == [2, 1, 3]
+    assert reached[2].tolist() == [False, False, False], "the input is not modified"
+
+
+def test_entropy_exit_layers():
+    # entropies per row 0: 0.693, 0.562, 0.325, 0.056; row 1: 0.056 at layer 1; row 2: 0.693 everywhere
+    assert entropy_exit_layers(ALL_LOGITS, 0.4).tolist() == [3, 1, 4]
+    assert entropy_exit_layers(ALL_LOGITS, 0.6).tolist() == [2, 1, 4]
+    assert entropy_exit_layers(ALL_LOGITS, 0.1).tolist() == [4, 1, 4]
+    assert entropy_exit_layers(ALL_LOGITS, 0.0).tolist() == [4, 4, 4]
+    assert entropy_exit_layers(ALL_LOGITS, 5.0).tolist() == [1, 1, 1]
+
+
+def test_confidence_exit_layers():
+    assert confidence_exit_layers(ALL_LOGITS, 0.8).tolist() == [3, 1, 4]
+    assert confidence_exit_layers(ALL_LOGITS, 0.95).tolist() == [4, 1, 4]
+    assert confidence_exit_layers(ALL_LOGITS, 0.5).tolist() == [1, 1, 1]  # two classes: max p >= 0.5 always
+
+
+def test_fixed_exit_layers():
+    assert fixed_exit_layers(ALL_LOGITS, 2).tolist() == [2, 2, 2]
+    assert fixed_exit_layers(ALL_LOGITS, 1).tolist() == [1, 1, 1]
+    assert fixed_exit_layers(ALL_LOGITS, 9).tolist() == [4, 4, 4]  # k >= L: the last layer
+    assert fixed_exit_layers(ALL_LOGITS, 2).dtype == torch.long
+
+
+def test_rule_exit_layers_dispatches_to_every_rule():
+    assert rule_exit_layers(ALL_LOGITS, ExitRule("entropy", 0.4)).tolist() == [3, 1, 4]
+    assert rule_exit_layers(ALL_LOGITS, ExitRule("confidence", 0.8)).tolist() == [3, 1, 4]
+    assert rule_exit_layers(ALL_LOGITS, ExitRule("layer", 3)).tolist() == [3, 3, 3]
+    for patience in (0, 1, 2):
+        assert torch.equal(
+            rule_exit_layers(ALL_LOGITS, ExitRule("patience", patience), 0.1),
+            patience_exit_layers(ALL_LOGITS, patience, 0.1),
+        )
+
+
+def test_regression_logits_are_refused_by_the_probability_rules():
+    regression = torch.zeros(4, 3, 1)
+    for kind, fn in [("entropy", entropy_exit_layers), ("confidence", confidence_exit_layers)]:
+        with pytest.raises(ValueError, match=f"{kind} exit rule .*classification"):
+            fn(regression, 0.5)
+        with pytest.raises(ValueError, match=f"{kind} exit rule .*regression"):
+            check_rule_supported(ExitRule(kind, 0.5), num_labels=1)
+        check_rule_supported(ExitRule(kind, 0.5), num_labels=2)
+    check_rule_supported(ExitRule("layer", 2), num_labels=1)
+    check_rule_supported(ExitRule("patience", 2), num_labels=1)
+    assert rule_exit_layers(regression, ExitRule("layer", 2)).tolist() == [2, 2, 2]
+
+
+# ------------------------------------------------------------------------------------------------ ExitRule
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "value"),
+    [
+        ("entropy:0.3", "entropy", 0.3),
+        ("confidence:0.9", "confidence", 0.9),
+        ("confidence:1", "confidence", 1.0),
+        ("patience:3", "patience", 3),
+        ("patience:0", "patience", 0),
+        ("layer:2", "layer", 2),
+        ("layer:2.0", "layer", 2),
+        (" Entropy : 1e-2 ", "entropy", 0.01),
+    ],
+)
+def test_parse(text, kind, value):
+    rule = ExitRule.parse(text)
+    assert rule == ExitRule(kind, value)
+    assert rule.kind == kind and rule.value == value and type(rule.value) is type(value)
+    assert ExitRule.parse(str(rule)) == rule
+
+
+def test_label_and_string_form():
+    assert ExitRule("patience", 3).label == "patience 3"
+    assert ExitRule("entropy", 0.3).label == "entropy 0.3"
+    assert ExitRule("confidence", 0.9).label == "confidence 0.9"
+    assert ExitRule("layer", 2.0).label == "layer 2"
+    assert str(ExitRule("entropy", 0.05)) == "entropy:0.05"
+    assert ExitRule("patience", 0).is_full_depth and not ExitRule("patience", 1).is_full_depth
+    assert not ExitRule("layer", 12).is_full_depth
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "match"),
+    [
+        ("depth", 2, "unknown exit rule 'depth'"),
+        ("patience", -1, "patience value must be an integer >= 0"),
+        ("patience", 1.5, "patience value must be an integer"),
+        ("layer", 0, "layer value must be an integer >= 1"),
+        ("layer", 2.5, "layer value must be an integer"),
+        ("layer", -3, "layer value"),
+        ("confidence", 0, r"confidence threshold must be in \(0, 1\]"),
+        ("confidence", 1.01, r"confidence threshold must be in \(0, 1\]"),
+        ("confidence", -0.5, "confidence threshold"),
+        ("entropy", -0.1, "entropy threshold must be >= 0"),
+        ("entropy", float("nan"), "finite number"),
+        ("entropy", float("inf"), "finite number"),
+        ("patience", True, "finite number"),
+        ("entropy", "0.3", "finite number"),
+        ("layer", None, "finite number"),
+    ],
+)
+def test_invalid_rules_are_rejected(kind, value, match):
+    with pytest.raises(ValueError, match=match):
+        ExitRule(kind, value)
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [("entropy", "kind:value"), ("entropy=0.3", "kind:value"), ("entropy:abc", "not a number"),
+     ("speed:2", "unknown exit rule"), ("confidence:1.5", "confidence threshold"), ("layer:0", ">= 1")],
+)
+def test_parse_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        ExitRule.parse(text)
+
+
+def test_rules_are_frozen_hashable_values():
+    rule = ExitRule("entropy", 1)
+    assert rule == ExitRule("entropy", 1.0) and hash(rule) == hash(ExitRule("entropy", 1.0))
+    assert len({ExitRule("patience", 2), ExitRule.parse("patience:2"), ExitRule("layer", 2)}) == 2
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        rule.value = 0.5
+    assert ExportedExitRule is ExitRule
+
+
+def test_to_exit_rule_and_patience_rule():
+    rule = ExitRule("layer", 2)
+    assert to_exit_rule(rule) is rule
+    assert to_exit_rule("confidence:0.7") == ExitRule("confidence", 0.7)
+    with pytest.raises(TypeError, match="exit_rule"):
+        to_exit_rule(0.7)
+    for p in (0, 3, 32, 100):
+        assert patience_rule(p) == ExitRule("patience", p)

@@ -1,0 +1,46 @@
+"""The training engine's optimizer: internal classifiers get their own learning rate."""
+
+from tiny_models import tiny_backbone
+from transformers import TrainingArguments
+
+from pabee.config import PabeeConfig
+from pabee.modeling import PabeeForSequenceClassification
+from pabee.tasks import get_task
+from pabee.train import PabeeTrainer
+
+
+def _trainer(tmp_path, model, classifier_lr):
+    args = TrainingArguments(
+        output_dir=str(tmp_path), learning_rate=1e-4, weight_decay=0.01, report_to="none", use_cpu=True
+    )
+    return PabeeTrainer(model=model, args=args, task=get_task("RTE"), classifier_learning_rate=classifier_lr)
+
+
+def test_classifiers_get_their_own_learning_rate_and_every_parameter_is_optimized_once(tmp_path):
+    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels=2), PabeeConfig())
+    optimizer = _trainer(tmp_path, model, classifier_lr=3e-3).create_optimizer()
+    lr_of = {}
+    decay_of = {}
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            assert id(p) not in lr_of, "a parameter is in two groups"
+            lr_of[id(p)] = group["lr"]
+            decay_of[id(p)] = group["weight_decay"]
+    heads = {id(p) for p in model.classifiers.parameters()}
+    for name, p in model.named_parameters():
+        assert id(p) in lr_of, f"{name} is not optimized"
+        assert lr_of[id(p)] == (3e-3 if id(p) in heads else 1e-4), name
+    head = model.classifiers[0]
+    assert decay_of[id(head.weight)] == 0.01 and decay_of[id(head.bias)] == 0.0  # the Trainer's decay rule is kept
+
+
+def test_the_scheduler_keeps_the_ratio_between_head_and_backbone_rates(tmp_path):
+    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels=2), PabeeConfig())
+    trainer = _trainer(tmp_path, model, classifier_lr=2e-3)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    for _ in range(3):
+        trainer.optimizer.step()
+        trainer.lr_scheduler.step()
+    rates = sorted({round(g["lr"] / 1e-4, 6) for g in trainer.optimizer.param_groups if g["params"]})
+    assert len(rates) == 2 and abs(rates[1] / rates[0] - 20.0) < 1e-6
+
