@@ -44,3 +44,17 @@ def test_the_scheduler_keeps_the_ratio_between_head_and_backbone_rates(tmp_path)
     rates = sorted({round(g["lr"] / 1e-4, 6) for g in trainer.optimizer.param_groups if g["params"]})
     assert len(rates) == 2 and abs(rates[1] / rates[0] - 20.0) < 1e-6
 
+
+
+def test_save_total_limit_keeps_only_the_newest_checkpoints(tmp_path):
+    from fixtures import save_tiny_bert, write_glue_task
+
+    from pabee.runner import RunSettings, run
+    from pabee.train import TrainSettings
+
+    out = tmp_path / "out"
+    settings = TrainSettings(output_dir=str(out), max_steps=3, save_steps=1, save_total_limit=1,
+                             per_device_train_batch_size=8, disable_tqdm=True)
+    run(RunSettings(output_dir=str(out), task_name="RTE", data_dir=str(write_glue_task(tmp_path, "RTE")),
+                    model_name_or_path=str(save_tiny_bert(tmp_path / "tiny")), do_train=True, train=settings))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]

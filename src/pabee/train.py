@@ -129,7 +129,12 @@ class PabeeTrainer(Trainer):
                 shutil.rmtree(final)
             os.replace(os.path.join(staging_root, name), final)
             if self.args.save_total_limit:
-                self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+                if hasattr(self, "_rotate_checkpoints"):  # older transformers: a Trainer method
+                    self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
+                else:  # newer transformers (5.2x): a function of trainer_utils
+                    from transformers.trainer_utils import rotate_checkpoints
+
+                    rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
