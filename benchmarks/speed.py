@@ -162,13 +162,22 @@ def parse_int_list(text: str) -> list[int]:
 
 
 def reference_forward(model: PabeeForSequenceClassification):
-    """``backbone(...)`` + the last classifier on the pooled output: the wrapper's patience-0 computation."""
+    """``backbone(...)`` + the last classifier on the pooled output: the wrapper's patience-0 computation.
+
+    Pooling as the model is configured: the backbone's pooler output (or pabee's own pooler for backbones without
+    one) for ``pooling="cls"``, the masked mean of the last hidden state for ``pooling="mean"``.
+    """
     backbone, head = model.backbone, model.classifiers[-1]
     own_pooler = model.pooler  # pabee's pooler for backbones without one (DistilBERT, ELECTRA)
+    mean_pooling = model.pabee_config.pooling == "mean"
 
     def run(batch):
         out = backbone(**batch)
-        pooled = out.pooler_output if own_pooler is None else own_pooler(out.last_hidden_state)
+        if mean_pooling:
+            weights = batch["attention_mask"].unsqueeze(-1).to(out.last_hidden_state.dtype)  # (B,S,1)
+            pooled = (out.last_hidden_state * weights).sum(1) / weights.sum(1)
+        else:
+            pooled = out.pooler_output if own_pooler is None else own_pooler(out.last_hidden_state)
         return head(model.dropout(pooled))
 
     return run
@@ -358,7 +367,8 @@ def render_markdown(report: dict) -> str:
         "- **Contention control**: " + contention_text(report),
         "- **What is timed**: *backbone* = `model.backbone(...)` (the plain transformers "
         f"{m['backbone_class']} forward: embeddings, mask, all layers, pooler) + the last linear classifier on the "
-        "pooled output, i.e. the wrapper's patience-0 computation done by transformers' own forward. *Patience p* = "
+        f"pooled output ({m.get('pooling', 'cls')} pooling, as the model is configured), i.e. the wrapper's "
+        "patience-0 computation done by transformers' own forward. *Patience p* = "
         "`model(..., patience=p)`; patience 0 = full depth (no early exit).",
         "",
         "## Machine",
@@ -689,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             else f"pretrained backbone with freshly initialised classifiers (seed {args.seed})",
             "model_type": config.model_type,
             "backbone_class": type(model.backbone).__name__,
+            "pooling": model.pabee_config.pooling,
             "num_layers": model.num_layers,
             "hidden_size": getattr(config, "hidden_size", getattr(config, "dim", None)),
             "num_labels": model.num_labels,
