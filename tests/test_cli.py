@@ -214,7 +214,7 @@ def bad_glue(tmp_path, name, content):
         ("wrong_model_type", "--model_type albert"),
     ],
 )
-def test_bad_input_gives_one_line_error(case, expected, trained_rte, tiny_bert, tmp_path):
+def test_bad_input_gives_one_line_error(case, expected, trained_rte, tiny_bert, glue_root, tmp_path):
     eval_args = ["-m", "pabee.cli", "eval", "--model_name_or_path", str(trained_rte), "--task_name", "RTE", *QUIET]
     header = "index\tsentence1\tsentence2\tlabel\n"
     if case == "missing_dir":
@@ -244,10 +244,12 @@ def test_bad_input_gives_one_line_error(case, expected, trained_rte, tiny_bert, 
         args = ["-m", "pabee.cli", "train", "--model_name_or_path", str(tiny_bert), "--task_name", "RTE",
                 "--output_dir", str(trained_rte)]
     elif case == "not_trained":
-        args = ["-m", "pabee.cli", "eval", "--model_name_or_path", str(tiny_bert), "--task_name", "RTE"]
+        args = ["-m", "pabee.cli", "eval", "--model_name_or_path", str(tiny_bert), "--task_name", "RTE",
+                "--data_dir", str(glue_root / "RTE")]
     else:
         args = ["run_glue_with_pabee.py", "--model_type", "albert", "--model_name_or_path", str(tiny_bert),
-                "--task_name", "RTE", "--do_train", "--output_dir", str(tmp_path / "o")]
+                "--task_name", "RTE", "--data_dir", str(glue_root / "RTE"), "--do_train", "--output_dir",
+                str(tmp_path / "o")]
     line = one_line_error(run_cli(args))
     assert expected in line, line
 
