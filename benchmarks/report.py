@@ -47,7 +47,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from pabee.backbones import get_driver  # noqa: E402
 from pabee.bench import machine_info, mean_std  # noqa: E402
-from pabee.config import is_pabee_folder  # noqa: E402
+from pabee.config import atomic_write_text, is_pabee_folder  # noqa: E402
 from pabee.evaluate import RESULTS_NAME  # noqa: E402
 from pabee.exit_rules import ExitRule  # noqa: E402
 from pabee.runner import RunSettings, default_model_path, load_task_data, run  # noqa: E402
@@ -342,9 +342,7 @@ def read_json(path: Path):
 
 def write_json(path: Path, value) -> None:
     """Write atomically (a reader never sees half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def _value_key(value: float) -> float:
@@ -986,9 +984,7 @@ def write_report(report: dict, config: ReportConfig) -> Path:
     write_json(out / "results.json", report)
     md = out / "results.md"
     text = render_markdown(report, read_discussion(md), plots, commands)
-    tmp = md.with_name(f".{md.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, md)
+    atomic_write_text(md, text)
     return md
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from tiny_models import ARCHS, random_batch, tiny_backbone
+from tiny_models import ARCHS, one_at_a_time, random_batch, tiny_backbone
 
 from pabee.losses import layer_loss_weights
 from pabee.modeling import PabeeForSequenceClassification
@@ -15,16 +15,6 @@ def make_model(arch, num_labels=3, seed=0, **pabee):
     from pabee.config import PabeeConfig
 
     return PabeeForSequenceClassification(tiny_backbone(arch, num_labels, seed=seed), PabeeConfig(**pabee))
-
-
-def one_at_a_time(model, ids, mask, **kw):
-    logits, exits = [], []
-    for r in range(ids.size(0)):
-        n = int(mask[r].sum())
-        out = model(ids[r : r + 1, :n], attention_mask=mask[r : r + 1, :n], **kw)
-        logits.append(out.logits)
-        exits.append(out.exit_layers)
-    return torch.cat(logits), torch.cat(exits)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -3,7 +3,7 @@ the layer-by-layer inference must reproduce the rule recomputed from all layers'
 
 import pytest
 import torch
-from tiny_models import random_batch, tiny_backbone
+from tiny_models import one_at_a_time, random_batch, tiny_backbone
 
 from pabee.config import PabeeConfig
 from pabee.exit_rules import ExitRule, max_softmax_probability, rule_exit_layers, softmax_entropy
@@ -22,16 +22,6 @@ def make_model(arch, num_labels=3, **pabee):
     for head in model.classifiers:
         torch.nn.init.normal_(head.weight, std=1.0)
     return model
-
-
-def one_at_a_time(model, ids, mask, **kw):
-    logits, exits = [], []
-    for r in range(ids.size(0)):
-        n = int(mask[r].sum())
-        out = model(ids[r : r + 1, :n], attention_mask=mask[r : r + 1, :n], **kw)
-        logits.append(out.logits)
-        exits.append(out.exit_layers)
-    return torch.cat(logits), torch.cat(exits)
 
 
 def thresholds_between_observed_values(values: torch.Tensor, quantiles=(0.25, 0.5, 0.75)) -> list[float]:

@@ -59,3 +59,14 @@ def random_batch(batch: int = 6, max_len: int = 12, seed: int = 1, min_len: int 
     mask = (torch.arange(max_len)[None, :] < lengths[:, None]).long()
     ids = ids * mask + 1 * (1 - mask)  # pad id 1 (a real id for every tiny vocab; the mask hides it)
     return ids, mask
+
+
+def one_at_a_time(model, ids, mask, **kw):
+    """Run every row alone (its padding cut off): logits (B,C) and exit layers (B,), for batched == alone tests."""
+    logits, exits = [], []
+    for r in range(ids.size(0)):
+        n = int(mask[r].sum())
+        out = model(ids[r : r + 1, :n], attention_mask=mask[r : r + 1, :n], **kw)
+        logits.append(out.logits)
+        exits.append(out.exit_layers)
+    return torch.cat(logits), torch.cat(exits)

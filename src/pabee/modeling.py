@@ -91,8 +91,10 @@ class PabeeForSequenceClassification(nn.Module):
         if dropout is None:
             dropout = _first_attr(config, ("classifier_dropout", "hidden_dropout_prob", "seq_classif_dropout"), 0.1)
         self.dropout = nn.Dropout(dropout)
-        cls_pooling = self.pabee_config.pooling == "cls"
-        self.pooler = ClsPooler(hidden_size) if cls_pooling and self.driver.pooler(backbone) is None else None
+        self._mean_pooling = self.pabee_config.pooling == "mean"  # read on every layer: decided once here
+        self.pooler = None
+        if not self._mean_pooling and self.driver.pooler(backbone) is None:
+            self.pooler = ClsPooler(hidden_size)
         self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_labels) for _ in range(self.num_layers))
         std = getattr(config, "initializer_range", 0.02)
         for module in [*self.classifiers, *([self.pooler.dense] if self.pooler is not None else [])]:
@@ -217,7 +219,7 @@ class PabeeForSequenceClassification(nn.Module):
 
         ``attention_mask`` None means no position is padding (the callers know it from the prepared layer mask).
         """
-        if self.pabee_config.pooling == "mean":
+        if self._mean_pooling:
             pooled = _masked_mean(hidden, attention_mask)
         elif self.pooler is not None:
             pooled = self.pooler(hidden)
