@@ -3,7 +3,8 @@ example to max_seq_length and runs full depth (what the reference script's evalu
 
     python benchmarks/padding.py --model runs/minilm-rte --task RTE --patience 3 --num-examples 200
 
-Writes docs/padding.json and prints a small table. Every figure comes from the run.
+Writes docs/padding-<task>.json and prints a small table. Every figure comes from the run. The three pipelines are
+interleaved example by example (the order rotating), so a slow spell of a shared machine hits them alike.
 """
 
 from __future__ import annotations
@@ -12,12 +13,12 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer
 
+from pabee.bench import time_interleaved_batches
 from pabee.data import read_glue_split
 from pabee.features import Features, tokenize_examples
 from pabee.modeling import PabeeForSequenceClassification
@@ -25,14 +26,6 @@ from pabee.runner import find_glue_dir
 from pabee.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def time_pass(model, batches, patience) -> float:
-    start = time.perf_counter()
-    with torch.inference_mode():
-        for batch in batches:
-            model(**batch, patience=patience)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> int:
@@ -44,7 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--num-examples", type=int, default=200)
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--output", default=str(REPO / "docs" / "padding.json"))
+    p.add_argument("--output", default=None, help="default: docs/padding-<task>.json")
     args = p.parse_args(argv)
 
     task = get_task(args.task)
@@ -77,12 +70,13 @@ def main(argv=None) -> int:
         "pabee, no padding, full depth": (model, dynamic, 0),
         f"pabee, no padding, patience {args.patience}": (model, dynamic, args.patience),
     }
-    for m, batches, patience in configs.values():  # warm-up
-        time_pass(m, batches[:10], patience)
-    times = {name: [] for name in configs}
-    for _ in range(args.repeats):
-        for name, (m, batches, patience) in configs.items():
-            times[name].append(time_pass(m, batches, patience))
+    def call(m, batches, patience):
+        return lambda j: m(**batches[j], patience=patience)
+
+    fns = {name: call(m, batches, patience) for name, (m, batches, patience) in configs.items()}
+    with torch.inference_mode():
+        timed = time_interleaved_batches(fns, list(range(len(examples))), warmup=1, repeats=args.repeats)
+    times = {name: list(result.runs) for name, result in timed.results.items()}
     base = sum(times["padded to max_seq_length, full depth"]) / args.repeats
     rows = []
     print(f"{task.name}: {len(examples)} dev examples at batch size 1, {args.repeats} repeats")
@@ -95,9 +89,10 @@ def main(argv=None) -> int:
               "task": task.name, "num_examples": len(examples), "repeats": args.repeats,
               "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
               "rows": rows}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written: {args.output}")
+    output = Path(args.output or REPO / "docs" / f"padding-{task.folder.lower()}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written: {output}")
     return 0
 
 

@@ -47,6 +47,7 @@ from pabee.bench import (  # noqa: E402
     wait_for_quiet,
 )
 from pabee.config import is_pabee_folder  # noqa: E402
+from pabee.exit_rules import ExitRule  # noqa: E402
 from pabee.modeling import PabeeForSequenceClassification  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -190,6 +191,21 @@ def wrapper_forward(model: PabeeForSequenceClassification, patience: int):
     return run
 
 
+def truncated_forward(model: PabeeForSequenceClassification, depth_of: dict[int, int]):
+    """Static truncation at a depth chosen per batch: ``model(..., exit_rule=layer:k)`` with k = ``depth_of[id(batch)]``.
+
+    Given the exit layers of a patience at batch size 1, this runs exactly the layers PABEE ran for each example,
+    with one classifier and no exit test: the time an early exit with those depths would take if deciding where to
+    exit cost nothing. Its wall-clock / layer ratio is the ceiling for any exit rule on this machine (what is left
+    below 1 is work that does not shrink with depth: embeddings, input handling, the first layer's warm-up).
+    """
+
+    def run(batch):
+        return model(**batch, exit_rule=ExitRule("layer", depth_of[id(batch)]))
+
+    return run
+
+
 def exit_pass(model, batches, patience: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Untimed pass: (exit layers (N,), predictions (N,), logits (N,C)) over all batches."""
     exits, logits = [], []
@@ -231,6 +247,10 @@ def measure(args, model, batches_by_size, log) -> dict:
         configs = {"backbone": ref_fn}
         for p in [0, *patiences]:
             configs[f"p{p}"] = wrapper_forward(model, p)
+        if bs == 1:  # the same per-example depths without the exit decisions (see truncated_forward)
+            for p in patiences:
+                depth_of = {id(b): int(k) for b, k in zip(batches, exits[bs, p].tolist())}
+                configs[f"trunc{p}"] = truncated_forward(model, depth_of)
         waited = []
 
         def before_round(waited=waited):
@@ -320,6 +340,15 @@ def measure(args, model, batches_by_size, log) -> dict:
             if p > 0:
                 row["ratio_target"] = target
                 row["met"] = ratio >= target
+            trunc = timings.get(f"bs{bs}/trunc{p}")
+            if trunc is not None:
+                row["truncation_time"] = trunc.to_dict()
+                row["truncation_wallclock_speedup"] = full.mean_s / trunc.mean_s
+                row["truncation_ratio_wall_to_layer"] = full.mean_s / trunc.mean_s / layer_speedup
+                row["exit_decision_cost_pct"] = 100.0 * (t.mean_s / trunc.mean_s - 1.0)
+                row["exit_decision_cost_pct_paired"] = _ratio_stats(
+                    [100.0 * (r - 1.0) for r in paired_ratios(t, trunc)]
+                )
             results.append(row)
     return {
         "overhead": overhead,
@@ -426,6 +455,30 @@ def render_markdown(report: dict) -> str:
             f"{_fmt_s(r['time'])} | {r['ms_per_example']:.2f} | {r['wallclock_speedup']:.2f}× | "
             f"{pw['mean']:.2f} ± {pw['std']:.2f} | {r['ratio_wall_to_layer']:.3f} | {target} | {met} | {agree} |"
         )
+    trunc_rows = [r for r in report["results"] if "truncation_wallclock_speedup" in r]
+    if trunc_rows:
+        lines += [
+            "",
+            "## Batch size 1: PABEE against the ceiling of any early exit",
+            "",
+            "*Truncation* runs each example through exactly the layers PABEE ran for it at that patience, then one "
+            "classifier, with no exit test (`exit_rule=layer:k`, k = the example's PABEE exit layer): what the same "
+            "exits would cost if deciding where to exit were free. Its wall / layer ratio is the ceiling set by the "
+            "work that does not shrink with depth; *exit-decision cost* is PABEE's time over the truncation's "
+            "(the classifiers after the layers before the exit, and the patience test).",
+            "",
+            "| patience | mean exit layer | layer speed-up | PABEE wall speed-up | PABEE wall / layer | truncation wall "
+            "speed-up | truncation wall / layer | exit-decision cost (paired) |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for r in trunc_rows:
+            dc = r["exit_decision_cost_pct_paired"]
+            lines.append(
+                f"| {r['patience']} | {r['mean_exit_layer']:.2f} | {r['layer_speedup']:.2f}× | "
+                f"{r['wallclock_speedup']:.2f}× | {r['ratio_wall_to_layer']:.3f} | "
+                f"{r['truncation_wallclock_speedup']:.2f}× | {r['truncation_ratio_wall_to_layer']:.3f} | "
+                f"{r['exit_decision_cost_pct']:+.1f} % ({dc['mean']:+.1f} ± {dc['std']:.1f} %) |"
+            )
     lines += ["", "## Reading", ""]
     lines += [f"- {line}" for line in reading(report)]
     lines.append("")
@@ -481,6 +534,14 @@ def reading(report: dict) -> list[str]:
                 f"At batch size {bs}, patience {', '.join(str(r['patience']) for r in trivial)} exited almost nowhere "
                 "early (layer speed-up < 1.05×): their ratio mostly measures the per-layer bookkeeping cost, not savings."
             )
+    trunc_rows = [r for r in report["results"] if "truncation_wallclock_speedup" in r]
+    if trunc_rows:
+        ceilings = ", ".join(f"p{r['patience']}: {r['truncation_ratio_wall_to_layer']:.3f}" for r in trunc_rows)
+        costs = ", ".join(f"p{r['patience']}: {r['exit_decision_cost_pct']:+.1f} %" for r in trunc_rows)
+        out.append(
+            f"Batch size 1, ceiling: truncating every example at its PABEE exit layer, with no exit test at all, "
+            f"gives wall / layer ratios of {ceilings}. PABEE's exit decisions cost {costs} over that."
+        )
     uniform = [
         r
         for r in report["results"]

@@ -267,7 +267,7 @@ def test_machine_info_fields():
 WORDS = "the a cat dog sat on mat is not big small red blue runs ran and".split()
 
 
-def _tiny_model_folder(folder: Path, layers: int = 4, pabee: bool = False) -> Path:
+def _tiny_model_folder(folder: Path, layers: int = 4, pabee: bool = False, num_labels: int = 3) -> Path:
     """A random 4-layer BERT (hidden 32) + a word-level BERT tokenizer over WORDS, saved to ``folder``."""
     import torch
     from transformers import AutoModel, BertConfig, BertTokenizerFast
@@ -289,7 +289,7 @@ def _tiny_model_folder(folder: Path, layers: int = 4, pabee: bool = False) -> Pa
     if pabee:
         from pabee.modeling import PabeeForSequenceClassification
 
-        config.num_labels = 3
+        config.num_labels = num_labels
         PabeeForSequenceClassification(AutoModel.from_config(config)).save_pretrained(folder)
     else:
         AutoModel.from_config(config).save_pretrained(folder)
@@ -333,6 +333,15 @@ def _check_report(report: dict, layers: int, batch_sizes: list[int], patiences: 
         else:
             assert r["mean_exit_layer"] >= min(r["patience"] + 1, layers)  # p agreements need p + 1 layers
             assert isinstance(r["met"], bool)
+        # batch size 1 also times the truncation at PABEE's own exit layers (the ceiling of any exit rule)
+        has_truncation = r["batch_size"] == 1 and r["patience"] > 0
+        assert ("truncation_wallclock_speedup" in r) == has_truncation
+        if has_truncation:
+            assert len(r["truncation_time"]["runs"]) == report["settings"]["repeats"]
+            assert r["truncation_ratio_wall_to_layer"] == pytest.approx(
+                r["truncation_wallclock_speedup"] / r["layer_speedup"])
+            assert r["exit_decision_cost_pct"] == pytest.approx(
+                100 * (r["time"]["mean_s"] / r["truncation_time"]["mean_s"] - 1))
 
 
 def test_speed_script_quick_end_to_end(tmp_path):
@@ -357,6 +366,7 @@ def test_speed_script_quick_end_to_end(tmp_path):
         "--quick",
         "freshly initialised",
         "| batch size |",
+        "ceiling of any early exit",
         "## Reading",
     ):
         assert text in markdown
@@ -398,3 +408,25 @@ def test_read_texts_pairs_single_and_bom(tmp_path):
     unknown.write_text("a\tb\n1\t2\n", encoding="utf-8")
     with pytest.raises(ValueError):
         speed.read_texts(unknown)
+
+
+def test_padding_benchmark_compares_three_pipelines_on_the_same_examples(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("pabee_padding_benchmark", REPO_ROOT / "benchmarks" / "padding.py")
+    padding = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(padding)
+    model = _tiny_model_folder(tmp_path / "pabee-folder", layers=3, pabee=True, num_labels=2)
+    task = _tiny_rte(tmp_path / "RTE", rows=6)
+    out = tmp_path / "padding.json"
+    argv = ["--model", str(model), "--task", "RTE", "--data-dir", str(task), "--patience", "1", "--num-examples", "6",
+            "--max-seq-length", "16", "--repeats", "2", "--output", str(out)]  # fmt: skip
+    assert padding.main(argv) == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["num_examples"] == 6 and result["repeats"] == 2
+    names = [r["pipeline"] for r in result["rows"]]
+    assert names == ["padded to max_seq_length, full depth", "pabee, no padding, full depth",
+                     "pabee, no padding, patience 1"]
+    base = result["rows"][0]["seconds_mean"]
+    for row in result["rows"]:
+        assert len(row["seconds_all"]) == 2 and all(t > 0 for t in row["seconds_all"])
+        assert row["speedup_vs_padded"] == pytest.approx(base / row["seconds_mean"])
+    assert "ex/s" in capsys.readouterr().out

@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import random_batch, tiny_backbone
@@ -139,3 +140,28 @@ def test_probability_rules_on_a_regression_task_fail_before_running():
     features = Features([[5, 6, 7]], None, [1.0])
     with pytest.raises(ValueError, match="entropy exit rule"):
         evaluate_exit_rules(model, features, get_task("stsb"), ["patience:2", "entropy:0.3"], 4, "final", "dev")
+
+
+def test_interleaved_timing_rounds_keep_predictions_and_time_every_rule(tiny_model):
+    from pabee.evaluate import predict
+
+    features = tiny_features()
+    task = get_task("mnli")
+    rules = [ExitRule("patience", 1), ExitRule("entropy", 0.5), ExitRule("layer", 2)]
+    records = evaluate_exit_rules(tiny_model, features, task, rules, 4, "final", "dev", timing_rounds=3)
+    for rule, rec in zip([ExitRule("patience", 0), *rules], records):
+        alone = predict(tiny_model, features, 1, exit_rule=rule)  # one at a time, no interleaving
+        histogram = np.bincount(alone.exit_layers, minlength=5)[1:]
+        assert rec.exit_layer_histogram == {str(i + 1): int(c) for i, c in enumerate(histogram)}
+        assert rec.avg_exit_layer == pytest.approx(alone.exit_layers.mean())
+        seconds = rec.extra["eval_seconds_rounds"]
+        assert len(seconds) == 3 and all(t > 0 for t in seconds)
+        assert rec.eval_seconds == pytest.approx(np.mean(seconds), rel=1e-4)
+        assert rec.wall_speedup == pytest.approx(records[0].eval_seconds / rec.eval_seconds)
+
+
+@pytest.mark.parametrize("rounds", [0, -1, 1.5, True])
+def test_timing_rounds_must_be_a_positive_integer(tiny_model, rounds):
+    with pytest.raises(ValueError, match="timing_rounds"):
+        evaluate_exit_rules(tiny_model, tiny_features(), get_task("mnli"), [], 4, "final", "dev",
+                            timing_rounds=rounds)

@@ -266,3 +266,16 @@ def test_bad_inputs_are_rejected():
         model(ids[0])
     with pytest.raises(ValueError, match="num_labels"):
         PabeeForSequenceClassification.from_pretrained("anything", num_labels=0)
+
+
+def test_batch_one_argmax_matches_torch_argmax_on_ties_infinities_and_nan():
+    from pabee.modeling import _argmax_of_row
+
+    nan, inf = float("nan"), float("inf")
+    rows = [[0.3], [1.0, 1.0], [0.0, 2.0, 2.0], [-inf, -inf], [1.0, nan, 3.0], [nan, nan], [inf, nan], [2.0, inf, inf],
+            [0.1, -0.2, 0.05]]
+    gen = torch.Generator().manual_seed(0)
+    rows += torch.randn(200, 4, generator=gen).round(decimals=1).tolist()  # rounding makes ties common
+    for row in rows:
+        logits = torch.tensor([row])
+        assert _argmax_of_row(logits) == int(logits[0].argmax()), row

@@ -74,6 +74,16 @@ def _batch_sizes(text: str) -> list[int]:
     return values
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _threshold(text: str) -> float:
     try:
         value = float(text)
@@ -118,6 +128,13 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--save_total_limit", type=int, default=None)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--fp16", action="store_true")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 mixed precision (CUDA GPUs with bf16, or CPUs with AVX512-BF16/AMX)")
+    p.add_argument("--train_sampling_strategy", choices=["group_by_length", "random"], default=None,
+                   help="group_by_length (default): batches of similar lengths, so dynamic padding adds few pad "
+                        "tokens (about 2x faster on RTE); random: plain shuffling")
+    p.add_argument("--group_by_length", dest="train_sampling_strategy", action="store_const",
+                   const="group_by_length", help="same as --train_sampling_strategy group_by_length")
     p.add_argument("--no_cuda", "--use_cpu", dest="use_cpu", action="store_true")
     p.add_argument("--overwrite_output_dir", action="store_true")
     p.add_argument("--resume_from_checkpoint", nargs="?", const="last", default=None,
@@ -128,6 +145,9 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
                    type=int, default=None)
     p.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", dest="eval_batch_sizes",
                    type=_batch_sizes, default=None, help="one size or several, e.g. 1,32")
+    p.add_argument("--timing_rounds", type=_positive_int, default=1,
+                   help="timed passes over the dev set per batch size, every exit rule interleaved batch by batch; "
+                        "eval_seconds is their mean (more rounds: steadier wall-clock speed-ups)")
     p.add_argument("--train_file", default=None, help="custom CSV/TSV/JSON Lines training file")
     p.add_argument("--validation_file", default=None)
     p.add_argument("--test_file", default=None)
@@ -238,6 +258,8 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
             save_steps=args.save_steps,
             seed=args.seed,
             fp16=args.fp16,
+            bf16=args.bf16,
+            train_sampling_strategy=args.train_sampling_strategy or "group_by_length",
             use_cpu=args.use_cpu,
             evaluate_during_training=args.evaluate_during_training,
             resume_from_checkpoint=args.resume_from_checkpoint,
@@ -268,6 +290,7 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         exit_rules=exit_rules,
         regression_threshold=args.regression_threshold,
         eval_batch_sizes=args.eval_batch_sizes or [32],
+        timing_rounds=args.timing_rounds,
         eval_all_checkpoints=args.eval_all_checkpoints,
         overwrite_output_dir=args.overwrite_output_dir,
         max_train_samples=args.max_train_samples,

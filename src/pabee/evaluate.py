@@ -122,32 +122,82 @@ def evaluate_exit_rules(
     pad_token_id: int = 0,
     warmup: bool = True,
     progress: bool = False,
+    timing_rounds: int = 1,
 ) -> list[EvalRecord]:
     """Evaluate every exit rule (plus full depth, patience 0, as the baseline) on labeled ``features``.
 
     ``rules`` may mix kinds (``[ExitRule("patience", 3), "entropy:0.3"]``); the baseline comes first, duplicates
     are dropped. Entropy and confidence rules on a regression task raise ValueError before anything runs.
+
+    Timing: the rules are interleaved batch by batch (on batch j every rule runs once, the order shifted by j so
+    none always goes first), so a slow spell of a shared machine hits every rule alike and the wall-clock
+    speed-ups (full-depth time / rule time) compare like with like. ``timing_rounds`` passes are made; a record's
+    ``eval_seconds`` is the mean over them (each round's total is kept in ``extra["eval_seconds_rounds"]``).
+    Predictions come from the first round; every round gives the same answers.
     """
     if features.labels is None:
         raise ValueError(f"split {split!r} has no labels: cannot evaluate")
+    if isinstance(timing_rounds, bool) or not isinstance(timing_rounds, int) or timing_rounds < 1:
+        raise ValueError(f"timing_rounds must be an integer >= 1, got {timing_rounds!r}")
     rules = list(dict.fromkeys([patience_rule(0), *(to_exit_rule(r) for r in rules)]))  # full depth first
     for rule in rules:
         check_rule_supported(rule, task.num_labels)
-    if warmup:  # one small untimed pass so the first timed pass does not pay for lazy initialisation
-        subset = Features(features.input_ids[:batch_size], _slice(features.token_type_ids, batch_size), None)
-        predict(model, subset, batch_size, 0, regression_threshold, pad_token_id)
+    device = next(model.parameters()).device
+    batches = [
+        (indices, {k: v.to(device) for k, v in batch.items()})
+        for indices, batch in length_sorted_batches(features, batch_size, pad_token_id)
+    ]
+    was_training = model.training
+    model.eval()
+    outputs = {rule: _empty_predictions(len(features), model.num_labels) for rule in rules}
+    rounds: dict[ExitRule, list[float]] = {rule: [] for rule in rules}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=timing_rounds * len(batches), desc=f"eval {len(rules)} rules, bs {batch_size}",
+                   leave=False, unit="batch")
+    with torch.inference_mode():
+        if warmup:  # an untimed pass over the first batch, so no timed call pays for lazy initialisation
+            for rule in rules:
+                model(**batches[0][1], exit_rule=rule, regression_threshold=regression_threshold)
+        for round_index in range(timing_rounds):
+            totals = dict.fromkeys(rules, 0.0)
+            for j, (indices, batch) in enumerate(batches):
+                shift = j % len(rules)
+                for rule in rules[shift:] + rules[:shift]:
+                    start = time.perf_counter()
+                    out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
+                    totals[rule] += time.perf_counter() - start
+                    if round_index == 0:
+                        logits, exits = outputs[rule]
+                        logits[indices] = out.logits.float().cpu().numpy()
+                        exits[indices] = out.exit_layers.cpu().numpy()
+                if bar is not None:
+                    bar.update(1)
+            for rule in rules:
+                rounds[rule].append(totals[rule])
+    if bar is not None:
+        bar.close()
+    model.train(was_training)
     records = []
     for rule in rules:
-        pred = predict(model, features, batch_size, None, regression_threshold, pad_token_id, progress=progress,
-                       exit_rule=rule)
+        logits, exits = outputs[rule]
+        pred = Predictions(logits, exits, float(np.mean(rounds[rule])))
         metrics = compute_metrics(task, predicted_labels(task, pred.logits), features.labels)
         # the regression threshold is part of the experiment only where it is used: patience on a regression task
         threshold = regression_threshold if task.is_regression and rule.kind == "patience" else None
-        records.append(_record(model, task, checkpoint, split, rule, threshold, batch_size, pred, metrics))
+        record = _record(model, task, checkpoint, split, rule, threshold, batch_size, pred, metrics)
+        record.extra["eval_seconds_rounds"] = [round(t, 6) for t in rounds[rule]]
+        records.append(record)
     full_seconds = records[0].eval_seconds
     for record in records:
         record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
     return records
+
+
+def _empty_predictions(n: int, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.zeros((n, num_labels), dtype=np.float32), np.zeros(n, dtype=np.int64)
 
 
 def evaluate_patiences(
@@ -162,16 +212,13 @@ def evaluate_patiences(
     pad_token_id: int = 0,
     warmup: bool = True,
     progress: bool = False,
+    timing_rounds: int = 1,
 ) -> list[EvalRecord]:
     """Evaluate every patience (plus full depth, patience 0, as the baseline) on labeled ``features``."""
     return evaluate_exit_rules(
         model, features, task, [ExitRule("patience", p) for p in patiences], batch_size, checkpoint, split,
-        regression_threshold, pad_token_id, warmup, progress,
+        regression_threshold, pad_token_id, warmup, progress, timing_rounds,
     )
-
-
-def _slice(values, n):
-    return None if values is None else values[:n]
 
 
 def _record(model, task, checkpoint, split, rule: ExitRule, threshold, batch_size, pred, metrics) -> EvalRecord:

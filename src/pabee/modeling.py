@@ -309,7 +309,7 @@ class PabeeForSequenceClassification(nn.Module):
         for i in range(self.num_layers):
             hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
             logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (1,C)
-            current = logits if regression else int(logits[0].argmax())
+            current = logits if regression else _argmax_of_row(logits)
             if previous is not None:
                 if regression:  # same float32 arithmetic as predictions_agree
                     agree = bool((previous[0, 0] - current[0, 0]).abs() < threshold)
@@ -428,6 +428,21 @@ class PabeeForSequenceClassification(nn.Module):
                 f"{weights} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
             )
         return model.eval()
+
+
+def _argmax_of_row(logits: torch.Tensor) -> int:
+    """argmax of a (1,C) tensor as a Python int, as ``torch.argmax`` picks it (the first maximum; NaN counts as the
+    maximum). One ``tolist`` instead of an argmax kernel and an ``int`` conversion: at batch size 1 this runs after
+    every layer."""
+    row = logits[0].tolist()
+    best = 0
+    for j in range(1, len(row)):
+        value = row[j]
+        if value > row[best] or (value != value and row[best] == row[best]):  # NaN beats any number
+            best = j
+        if row[best] != row[best]:
+            break  # the first NaN is the answer
+    return best
 
 
 def _first_attr(config, names, default):

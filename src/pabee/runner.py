@@ -68,6 +68,7 @@ class RunSettings:
     exit_rules: list[ExitRule] | None = None
     regression_threshold: float | None = None
     eval_batch_sizes: list[int] = field(default_factory=lambda: [32])
+    timing_rounds: int = 1  # interleaved timed passes per (checkpoint, split, batch size); eval_seconds = their mean
     eval_all_checkpoints: bool = False
     overwrite_output_dir: bool = False
     max_train_samples: int | None = None
@@ -246,6 +247,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                     found = evaluate_exit_rules(
                         model, features, task, rules, batch_size, name, split,
                         settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
+                        timing_rounds=settings.timing_rounds,
                     )
                     print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
                     print(format_table(found))

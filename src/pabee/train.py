@@ -49,6 +49,8 @@ class TrainSettings:
     save_steps: int = 500
     seed: int = 42
     fp16: bool = False
+    bf16: bool = False
+    train_sampling_strategy: str = "group_by_length"  # or "random"
     use_cpu: bool = False
     evaluate_during_training: bool = False
     resume_from_checkpoint: str | bool | None = None
@@ -66,6 +68,7 @@ class TrainSettings:
             "warmup_steps": self.warmup_steps >= 0,
             "save_steps": self.save_steps >= 1,
             "logging_steps": self.logging_steps >= 1,
+            "train_sampling_strategy": self.train_sampling_strategy in ("group_by_length", "random"),
         }
         for name, ok in checks.items():
             if not ok:
@@ -226,6 +229,8 @@ def train(
         eval_steps=settings.save_steps if settings.evaluate_during_training else None,
         seed=settings.seed,
         fp16=fp16,
+        bf16=settings.bf16,
+        train_sampling_strategy=settings.train_sampling_strategy,
         use_cpu=settings.use_cpu,
         report_to=report_to,
         disable_tqdm=settings.disable_tqdm,
