@@ -4,6 +4,11 @@
     python benchmarks/report.py            # the full report into docs/results.{md,json} (many hours on 2 CPU cores)
     python benchmarks/report.py --quick    # smoke run (minutes): MiniLM, RTE, one seed, 200 training examples
 
+    # train first, two processes at once (one thread each), then evaluate and render with one plain invocation
+    OMP_NUM_THREADS=1 python benchmarks/report.py --train-only --shard 1/2 &
+    OMP_NUM_THREADS=1 python benchmarks/report.py --train-only --shard 2/2 &
+    wait; python benchmarks/report.py
+
 For every model, task and seed two models are fine-tuned with the same hyper-parameters and seed:
 
 * ``plain``: one classifier on the last layer (loss weighting "last"), evaluated at full depth;
@@ -11,9 +16,17 @@ For every model, task and seed two models are fine-tuned with the same hyper-par
   (:func:`pabee.runner.run`) under every exit rule: patience, entropy and confidence thresholds, fixed layer
   (regression tasks: patience and fixed layer), plus full depth, at batch sizes 1 and 32.
 
+The hyper-parameters may differ between models (``MODEL_DEFAULTS``; ``--epochs``, ``--learning-rate``,
+``--max-train-samples`` and ``--batch-size`` take a value for every model or ``MODEL=VALUE`` for one). Every
+evaluation interleaves all exit rules batch by batch and makes ``--timing-rounds`` timed rounds (eval time = the
+mean over the rounds).
+
 Each run trains into its own folder under ``--work-dir``. A folder that already holds the finished run (its
 ``eval_results.json`` has every expected record) is reused, so an interrupted report resumes where it stopped; a
-folder whose training finished but whose evaluation did not is only evaluated again.
+folder whose training finished but whose evaluation did not (or that ``--train-only`` trained) is only evaluated.
+``--train-only`` trains the new runs and stops there; with ``--shard K/N`` it takes only every N-th run of the plan
+(from the K-th), so N processes can train disjoint parts at once. ``report_run.json`` in every run folder keeps the
+run's settings, its training and evaluation seconds and how it was trained (torch threads, shard).
 
 The stages are plan (which runs) -> run (train and evaluate, or reuse) -> aggregate (means over seeds, picks,
 verdicts) -> render (``results.json``, ``results.md`` and plots under ``results/`` in ``--out-dir``). The text
@@ -42,6 +55,7 @@ from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import torch  # noqa: E402
 from transformers import AutoConfig  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
@@ -62,8 +76,19 @@ DEFAULT_TASKS = {"minilm": ("RTE", "MRPC", "STS-B", "CoLA", "SST-2"), "mpnet": (
 QUICK_TASKS = ("RTE",)
 MULTI_SEED_TASKS = ("rte", "mrpc", "sts-b")  # TaskSpec.name of the tasks that get several seeds by default
 MULTI_SEEDS, ONE_SEED = (42, 43, 44), (42,)
-QUICK = {"max_train_samples": 200, "max_eval_samples": 100, "epochs": 1.0}
-DEFAULT_EPOCHS = 3.0
+# Training hyper-parameters per model for the full report (a flag, for every model or MODEL=VALUE, overrides them).
+# max_train_samples None: every training example.
+MODEL_DEFAULTS = {
+    "minilm": {"epochs": 3.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32},
+    "mpnet": {"epochs": 3.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32},
+}
+# --quick: the same for every model, and fewer dev examples and timing rounds
+QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_size": 32,
+         "max_eval_samples": 100, "timing_rounds": 1}
+HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
+               "batch_size": "--batch-size"}  # ModelHyper field -> its flag
+RUN_KEY_ADDED = {"batch_size": 32}  # run-key entries added later: the value of folders written without them
+DEFAULT_TIMING_ROUNDS = 3
 BATCH_SIZES = (1, 32)
 PLAIN, PABEE = "plain", "pabee"
 METHODS = (PLAIN, PABEE)
@@ -76,7 +101,7 @@ LAYER_SPEEDUP_TARGETS = {"minilm": 1.3, "mpnet": 1.6}
 WALL_TO_LAYER_TARGETS = {1: 0.95, 32: 0.85}  # batch size -> minimum wall-clock / layer speed-up
 QUALITY_TOLERANCE = 0.005  # "within 0.5 points" of plain fine-tuning, in metric units
 
-RUN_META = "report_run.json"  # written by this script into every run folder: its settings and elapsed time
+RUN_META = "report_run.json"  # written by this script into every run folder: settings, seconds, conditions
 DISCUSSION_START, DISCUSSION_END = "<!-- discussion -->", "<!-- /discussion -->"
 DISCUSSION_PLACEHOLDER = "_Hand-written discussion goes here. This block is kept when the report is regenerated._"
 MPNET_HINT = (
@@ -117,6 +142,16 @@ class RunSpec:
         return f"{self.model.name} {self.task.folder} seed {self.seed} {self.method}"
 
 
+@dataclass(frozen=True)
+class ModelHyper:
+    """One model's training hyper-parameters, resolved from MODEL_DEFAULTS (or QUICK) and the flags."""
+
+    epochs: float
+    learning_rate: float
+    max_train_samples: int | None  # None: every training example
+    batch_size: int
+
+
 @dataclass
 class ReportConfig:
     """Everything the report needs, resolved from the command line."""
@@ -124,35 +159,43 @@ class ReportConfig:
     models: list[ModelSpec]
     tasks: dict[str, list[TaskSpec]]  # model name -> tasks
     seeds: dict[str, list[int]]  # TaskSpec.name -> seeds
-    epochs: float
-    learning_rate: float
-    max_train_samples: int | None
+    hyper: dict[str, ModelHyper]  # model name -> its training hyper-parameters
     max_eval_samples: int | None
+    timing_rounds: int
     work_dir: Path
     out_dir: Path
     glue_dir: str | None
     model_paths: dict[str, str]  # paths given on the command line (--model-path, --mpnet-path)
     quick: bool
     argv: list[str]
+    train_only: bool = False
+    shard: tuple[int, int] | None = None  # (K, N): only the runs whose plan index % N == K - 1
 
-    def train_settings(self, output_dir: str = "", seed: int = 42) -> TrainSettings:
-        """The training hyper-parameters of every run (only the seed and folder differ between runs).
+    def train_settings(self, model: str, output_dir: str = "", seed: int = 42) -> TrainSettings:
+        """The training hyper-parameters of every run of ``model`` (only the seed and folder differ between runs).
 
         Checkpoints are written only at the end (the Trainer always saves one there) and deleted after the run:
         an interrupted run is trained again from the start, so that its training time stays comparable.
         """
+        h = self.hyper[model]
         return TrainSettings(
-            output_dir=output_dir, seed=seed, num_train_epochs=self.epochs, learning_rate=self.learning_rate,
-            save_steps=10**9, disable_tqdm=True,
+            output_dir=output_dir, seed=seed, num_train_epochs=h.epochs, learning_rate=h.learning_rate,
+            per_device_train_batch_size=h.batch_size, save_steps=10**9, disable_tqdm=True,
         )
 
     def run_key(self, spec: RunSpec) -> dict:
-        """What a finished run must have been trained with to be reused (JSON-ready)."""
+        """What a finished run must have been trained with to be reused (JSON-ready). The timing rounds are not
+        part of it: a run evaluated with other rounds is reused as it is."""
+        h = self.hyper[spec.model.name]
         return {
             "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
-            "epochs": self.epochs, "learning_rate": self.learning_rate,
-            "max_train_samples": self.max_train_samples, "max_eval_samples": self.max_eval_samples,
+            "epochs": h.epochs, "learning_rate": h.learning_rate, "batch_size": h.batch_size,
+            "max_train_samples": h.max_train_samples, "max_eval_samples": self.max_eval_samples,
         }
+
+    @property
+    def shard_label(self) -> str | None:
+        return None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}"
 
 
 def comma_list(text: str) -> list[str]:
@@ -191,14 +234,79 @@ def name_value(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def sample_count(text: str) -> int | None:
+    """A positive number of examples, or "all" (no limit)."""
+    return None if text.strip().lower() == "all" else positive_int(text)
+
+
+def per_model(convert: Callable[[str], object]) -> Callable[[str], tuple[str | None, object]]:
+    """The argparse type of a flag given as VALUE (every model) or MODEL=VALUE (one model): -> (model or None,
+    value)."""
+
+    def parse(text: str) -> tuple[str | None, object]:
+        name, sep, value = text.partition("=")
+        if not sep:
+            return None, convert(text.strip())
+        model = name.strip().lower()
+        if model not in MODELS:
+            raise argparse.ArgumentTypeError(f"unknown model {name.strip()!r} in {text!r}; choose from "
+                                             f"{', '.join(MODELS)}")
+        return model, convert(value.strip())
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """"K/N" with 1 <= K <= N -> (K, N)."""
+    k, sep, n = text.partition("/")
+    try:
+        shard = int(k), int(n)
+    except ValueError:
+        shard = 0, 0
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, got {text!r}")
+    return shard
+
+
+def hyper_default(name: str) -> str:
+    """How a per-model default reads in --help: "minilm 3, mpnet 3; --quick 1"."""
+    def show(value) -> str:
+        return "all" if value is None else f"{value:g}"
+
+    return (", ".join(f"{m} {show(d[name])}" for m, d in MODEL_DEFAULTS.items())
+            + f"; --quick {show(QUICK[name])}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=SCRIPT, description="Fine-tune, evaluate every exit rule and write the results report."
     )
     p.add_argument("--quick", action="store_true",
                    help=f"smoke run: minilm, {','.join(QUICK_TASKS)}, seed 42, {QUICK['max_train_samples']} "
-                        f"training and {QUICK['max_eval_samples']} dev examples, 1 epoch, into runs/report-quick "
-                        "(explicit flags override these)")
+                        f"training and {QUICK['max_eval_samples']} dev examples, {QUICK['epochs']:g} epoch, "
+                        f"{QUICK['timing_rounds']} timing round, into runs/report-quick (explicit flags override "
+                        "these)")
     p.add_argument("--models", type=model_list, default=None, help=f"comma-separated, from {', '.join(MODELS)}")
     p.add_argument("--tasks", type=task_list, default=None,
                    help="comma-separated GLUE tasks for every model (default: MiniLM RTE,MRPC,STS-B,CoLA,SST-2; "
@@ -206,11 +314,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", action="append", default=None, metavar="[TASK=]SEEDS",
                    help="comma-separated seeds for every task, or TASK=SEEDS for one task (repeatable); default "
                         "42,43,44 for RTE/MRPC/STS-B and 42 for the others")
-    p.add_argument("--epochs", type=float, default=None, help=f"training epochs (default {DEFAULT_EPOCHS:g})")
-    p.add_argument("--learning-rate", type=float, default=None,
-                   help=f"backbone learning rate (default: TrainSettings' {TrainSettings.learning_rate:g})")
-    p.add_argument("--max-train-samples", type=int, default=None, help="train on the first N examples only")
+    per = " for every model, or MODEL=VALUE for one model (repeatable; default"
+    p.add_argument("--epochs", type=per_model(positive_float), action="append", default=None,
+                   metavar="[MODEL=]EPOCHS", help=f"training epochs{per} {hyper_default('epochs')})")
+    p.add_argument("--learning-rate", type=per_model(positive_float), action="append", default=None,
+                   metavar="[MODEL=]LR",
+                   help=f"backbone learning rate{per} {hyper_default('learning_rate')})")
+    p.add_argument("--max-train-samples", type=per_model(sample_count), action="append", default=None,
+                   metavar="[MODEL=]N",
+                   help=f"train on the first N examples only, \"all\" for no limit,{per} "
+                        f"{hyper_default('max_train_samples')})")
+    p.add_argument("--batch-size", type=per_model(positive_int), action="append", default=None,
+                   metavar="[MODEL=]N",
+                   help=f"training batch size{per} {hyper_default('batch_size')})")
     p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dev examples only")
+    p.add_argument("--timing-rounds", type=positive_int, default=None, metavar="N",
+                   help="timed rounds of every evaluation, all exit rules interleaved batch by batch; eval time = "
+                        f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
+                        f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
+                        "were timed")
+    p.add_argument("--train-only", action="store_true",
+                   help="train the runs not trained yet and stop (no evaluation, no report); then run the same "
+                        "command without --train-only (and --shard) to evaluate and render")
+    p.add_argument("--shard", type=shard_spec, default=None, metavar="K/N",
+                   help="with --train-only: train only the runs whose index in the plan %% N is K-1, so N processes "
+                        "(e.g. each with OMP_NUM_THREADS=1) train disjoint parts at once")
     p.add_argument("--work-dir", default=None, help="run folders (default runs/report; --quick: runs/report-quick)")
     p.add_argument("--out-dir", default=None,
                    help="where results.json, results.md and results/ go (default docs; --quick: runs/report-quick)")
@@ -267,9 +395,24 @@ def given_or_default(given, quick: bool, quick_default, default):
     return quick_default if quick else default
 
 
+def resolve_hyper(args: argparse.Namespace, model: str, quick: bool) -> ModelHyper:
+    """One model's hyper-parameters: its MODEL=VALUE flag, else a plain VALUE flag (the last one given wins), else
+    the --quick default in quick mode, else MODEL_DEFAULTS."""
+    values = {}
+    for name in HYPER_FLAGS:
+        given = getattr(args, name, None) or []
+        one = [value for m, value in given if m == model]
+        every = [value for m, value in given if m is None]
+        default = QUICK[name] if quick else MODEL_DEFAULTS[model][name]
+        values[name] = (one or every or [default])[-1]
+    return ModelHyper(**values)
+
+
 def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
     """Resolve defaults (--quick ones where a flag is not given) and check the models exist."""
     quick = args.quick
+    if args.shard is not None and not args.train_only:
+        raise ReportError("--shard works only with --train-only (evaluate and render with one invocation afterwards)")
     default_dir = REPO_ROOT / "runs" / "report-quick" if quick else None
     out_dir = Path(args.out_dir) if args.out_dir else (default_dir or REPO_ROOT / "docs")
     if quick and out_dir.resolve().is_relative_to((REPO_ROOT / "docs").resolve()):
@@ -291,16 +434,17 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         models=models,
         tasks=tasks,
         seeds=seeds_per_task(all_tasks, args.seeds, quick),
-        epochs=given_or_default(args.epochs, quick, QUICK["epochs"], DEFAULT_EPOCHS),
-        learning_rate=args.learning_rate if args.learning_rate is not None else TrainSettings.learning_rate,
-        max_train_samples=given_or_default(args.max_train_samples, quick, QUICK["max_train_samples"], None),
+        hyper={m.name: resolve_hyper(args, m.name, quick) for m in models},
         max_eval_samples=given_or_default(args.max_eval_samples, quick, QUICK["max_eval_samples"], None),
+        timing_rounds=given_or_default(args.timing_rounds, quick, QUICK["timing_rounds"], DEFAULT_TIMING_ROUNDS),
         work_dir=Path(args.work_dir) if args.work_dir else (default_dir or REPO_ROOT / "runs" / "report"),
         out_dir=out_dir,
         glue_dir=args.glue_dir,
         model_paths=paths,
         quick=quick,
         argv=list(argv),
+        train_only=args.train_only,
+        shard=args.shard,
     )
 
 
@@ -376,9 +520,10 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
     if not isinstance(meta, dict):
         raise ReportError(f"{folder} was not written by this report: remove it or choose another --work-dir")
     want = json.loads(json.dumps(config.run_key(spec)))
-    if meta.get("settings") != want:
-        diff = ", ".join(f"{k} {meta.get('settings', {}).get(k)!r} != {v!r}" for k, v in want.items()
-                         if meta.get("settings", {}).get(k) != v)
+    have = meta.get("settings")
+    have = {**RUN_KEY_ADDED, **have} if isinstance(have, dict) else {}
+    if have != want:
+        diff = ", ".join(f"{k} {have.get(k)!r} != {v!r}" for k, v in want.items() if have.get(k) != v)
         raise ReportError(f"{folder} holds a run with other settings ({diff}): remove it or choose another --work-dir")
     if {record_key(r) for r in final_records(spec)} == expected_keys(spec):
         return "done"
@@ -388,40 +533,72 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
 
 
 def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSettings:
-    """The runner's settings: train and evaluate, or evaluate the already trained model in the folder."""
+    """The runner's settings: train the run (no evaluation), or evaluate the trained model in its folder."""
     folder = str(spec.output_dir)
-    common = dict(
-        output_dir=folder, task_name=spec.task.folder, data_dir=config.glue_dir, do_eval=True,
-        exit_rules=list(spec.rules), eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.max_eval_samples,
-        progress=False,
-    )
+    common = dict(output_dir=folder, task_name=spec.task.folder, data_dir=config.glue_dir, progress=False)
     if not train:
-        return RunSettings(**common, model_name_or_path=folder)
+        return RunSettings(
+            **common, model_name_or_path=folder, do_eval=True, exit_rules=list(spec.rules),
+            eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.max_eval_samples,
+            timing_rounds=config.timing_rounds,
+        )
     return RunSettings(
         **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=True,
-        max_train_samples=config.max_train_samples, loss_weighting="last" if spec.method == PLAIN else None,
-        train=config.train_settings(folder, spec.seed),
+        max_train_samples=config.hyper[spec.model.name].max_train_samples,
+        loss_weighting="last" if spec.method == PLAIN else None,
+        train=config.train_settings(spec.model.name, folder, spec.seed),
     )
 
 
-def execute_run(spec: RunSpec, status: str, config: ReportConfig) -> float:
-    """Train (status "new") and/or evaluate one run; its printed tables go to run.log. Returns the seconds taken."""
-    folder = spec.output_dir
-    meta = read_json(folder / RUN_META) if status == "trained" else None
-    if status == "new":
-        shutil.rmtree(folder, ignore_errors=True)  # a run of this report that did not finish: start it afresh
-    folder.mkdir(parents=True, exist_ok=True)
-    meta = meta or {"settings": config.run_key(spec), "elapsed_s": 0.0}
-    write_json(folder / RUN_META, meta)
+def _timed_run(settings: RunSettings, folder: Path) -> float:
+    """pabee.runner.run with its printed output appended to the folder's run.log; -> seconds taken."""
     start = time.perf_counter()
     with open(folder / "run.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        run(run_settings(spec, config, train=status == "new"))
-    for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume training, which the report never does
-        shutil.rmtree(checkpoint, ignore_errors=True)
-    elapsed = time.perf_counter() - start
-    meta["elapsed_s"] += elapsed
-    write_json(folder / RUN_META, meta)
-    return elapsed
+        run(settings)
+    return time.perf_counter() - start
+
+
+def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool = True) -> dict[str, float]:
+    """Train (status "new") and then, when ``evaluate``, evaluate one run (status "new" or "trained"); its printed
+    output goes to run.log. -> the seconds taken: {"train_s": ..., "eval_s": ...} (what was done).
+
+    RUN_META keeps the run key ("settings"), "elapsed_s" (every invocation's seconds on the run), "train_s" and
+    "training" (torch threads and shard of the training process), "eval_s" and "evaluation" (threads, timing rounds)
+    of the last evaluation. Training and evaluation may happen in different invocations (--train-only)."""
+    folder = spec.output_dir
+    taken: dict[str, float] = {}
+    if status == "new":
+        shutil.rmtree(folder, ignore_errors=True)  # a run of this report that did not finish: start it afresh
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
+        write_json(folder / RUN_META, meta)  # from now on the folder is known as this report's
+        taken["train_s"] = _timed_run(run_settings(spec, config, train=True), folder)
+        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume training, which the report never does
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        meta["train_s"] = taken["train_s"]
+        meta["training"] = {"torch_threads": torch.get_num_threads(), "shard": config.shard_label,
+                            "train_only": config.train_only}
+        meta["elapsed_s"] += taken["train_s"]
+        write_json(folder / RUN_META, meta)
+    else:
+        meta = read_json(folder / RUN_META)
+        if not isinstance(meta, dict):  # run_status checked it; it went away since
+            raise ReportError(f"{folder / RUN_META} is missing or unreadable: remove {folder} to train it again")
+    if evaluate:
+        taken["eval_s"] = _timed_run(run_settings(spec, config, train=False), folder)
+        meta["eval_s"] = taken["eval_s"]
+        meta["evaluation"] = {"torch_threads": torch.get_num_threads(), "timing_rounds": config.timing_rounds}
+        meta["elapsed_s"] = float(meta.get("elapsed_s") or 0.0) + taken["eval_s"]
+        write_json(folder / RUN_META, meta)
+    return taken
+
+
+def describe_taken(taken: dict[str, float]) -> str:
+    """"12.0 s (training 10.0 s, evaluation 2.0 s)"."""
+    names = {"train_s": "training", "eval_s": "evaluation"}
+    parts = [f"{name} {format_seconds(taken[key])}" for key, name in names.items() if key in taken]
+    total = format_seconds(sum(taken.values()))
+    return f"{total} ({', '.join(parts)})" if len(parts) > 1 else total
 
 
 def format_seconds(seconds: float) -> str:
@@ -435,7 +612,9 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
     """Reuse, re-evaluate or train every planned run, with one progress line per run. -> {folder: reused}."""
     statuses = [run_status(spec, config) for spec in plan]  # every folder checked before anything runs
     todo = sum(s != "done" for s in statuses)
-    log(f"plan: {len(plan)} runs, {len(plan) - todo} reused, {todo} to run (work dir {config.work_dir})")
+    trained = sum(s == "trained" for s in statuses)
+    log(f"plan: {len(plan)} runs, {len(plan) - todo} reused, {todo} to run ({trained} of them trained already, "
+        f"only evaluated) (work dir {config.work_dir})")
     start = time.perf_counter()
     reused = {}
     for i, (spec, status) in enumerate(zip(plan, statuses), start=1):
@@ -446,10 +625,57 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
             continue
         what = "train + evaluate" if status == "new" else "evaluate the trained model"
         log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
-        elapsed = execute_run(spec, status, config)
-        log(f"{prefix} finished {spec.label} in {format_seconds(elapsed)} "
+        taken = execute_run(spec, status, config)
+        log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
             f"(report so far {format_seconds(time.perf_counter() - start)})")
     return reused
+
+
+def shard_of(plan: Sequence[RunSpec], shard: tuple[int, int] | None) -> list[tuple[int, RunSpec]]:
+    """(index in the plan, run) of the runs a --shard K/N invocation handles: index % N == K - 1."""
+    if shard is None:
+        return list(enumerate(plan))
+    k, n = shard
+    return [(i, spec) for i, spec in enumerate(plan) if i % n == k - 1]
+
+
+def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> int:
+    """--train-only: train every run (of this shard) that is not trained yet, evaluate nothing. -> runs trained."""
+    mine = shard_of(plan, config.shard)
+    statuses = [run_status(spec, config) for _, spec in mine]  # this shard's folders checked before anything runs
+    todo = sum(s == "new" for s in statuses)
+    part = f"shard {config.shard_label}: {len(mine)} of them, " if config.shard else ""
+    log(f"plan: {len(plan)} runs, {part}{len(mine) - todo} trained already, {todo} to train "
+        f"(train only, work dir {config.work_dir})")
+    start = time.perf_counter()
+    for (i, spec), status in zip(mine, statuses):
+        prefix = f"({i + 1}/{len(plan)})"
+        if status != "new":
+            what = "evaluated" if status == "done" else "trained, not evaluated"
+            log(f"{prefix} skipped {spec.label}: already {what} ({spec.output_dir})")
+            continue
+        log(f"{prefix} start {spec.label}: train only -> {spec.output_dir}")
+        taken = execute_run(spec, status, config, evaluate=False)
+        log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
+            f"(training so far {format_seconds(time.perf_counter() - start)})")
+    return todo
+
+
+def without_train_only(argv: Sequence[str]) -> list[str]:
+    """The command line without --train-only and --shard K/N (also abbreviated, as argparse accepts them)."""
+    out, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if len(name) > 2 and name.startswith("--") and "--train-only".startswith(name):
+            continue
+        if len(name) > 2 and name.startswith("--") and "--shard".startswith(name):
+            skip = "=" not in token
+            continue
+        out.append(token)
+    return out
 
 
 def training_time(folder: Path) -> dict:
@@ -463,13 +689,26 @@ def training_time(folder: Path) -> dict:
     return {"train_runtime_s": runtime, "epochs": epochs, "train_s_per_epoch": runtime / epochs if epochs else None}
 
 
+def timing_rounds_of(records: Sequence[dict]) -> int | None:
+    """The timed rounds the records were evaluated with (the most, if they differ); None for records of an
+    evaluation from before the rounds were recorded (one pass per rule, not interleaved)."""
+    rounds = [len(r.get("extra", {}).get("eval_seconds_rounds") or []) for r in records]
+    return (max(rounds) or None) if rounds else None
+
+
 def load_run(spec: RunSpec, reused: bool) -> dict:
-    """A run's metadata, training time and raw records, as stored in results.json."""
+    """A run's metadata, training time and conditions, evaluation timing and raw records, as stored in
+    results.json."""
     meta = read_json(spec.output_dir / RUN_META) or {}
+    training = meta.get("training") or {}
+    records = final_records(spec)
     return {
         "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
         "output_dir": display_path(spec.output_dir), "reused": reused, "elapsed_s": meta.get("elapsed_s"),
-        **training_time(spec.output_dir), "records": final_records(spec),
+        "train_s": meta.get("train_s"), "eval_s": meta.get("eval_s"),
+        "train_threads": training.get("torch_threads"), "train_shard": training.get("shard"),
+        "timing_rounds": timing_rounds_of(records),
+        **training_time(spec.output_dir), "records": records,
     }
 
 
@@ -584,15 +823,23 @@ def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dic
     return table
 
 
+def training_condition(run: dict) -> tuple[int | None, int | None]:
+    """(torch threads, number of shards or None) the run was trained with; (None, None) when not recorded."""
+    shard = run.get("train_shard")
+    return run.get("train_threads"), int(shard.split("/")[1]) if shard else None
+
+
 def training_ratio(runs: Sequence[dict]) -> dict:
-    """Seconds per training epoch of each method (mean over seeds) and PABEE / plain."""
+    """Seconds per training epoch of each method (mean over seeds) and PABEE / plain; ``mixed_conditions`` when
+    the runs were trained with different torch threads or sharding (the ratio is then less comparable)."""
     per_method = {}
     for method in METHODS:
         values = [r["train_s_per_epoch"] for r in runs if r["method"] == method and r["train_s_per_epoch"]]
         per_method[method] = mean_std(values)[0] if values else None
     plain, pabee = per_method[PLAIN], per_method[PABEE]
+    conditions = {training_condition(r) for r in runs if r["train_s_per_epoch"]}
     return {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee,
-            "ratio": pabee / plain if plain and pabee else None}
+            "ratio": pabee / plain if plain and pabee else None, "mixed_conditions": len(conditions) > 1}
 
 
 def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> dict:
@@ -627,16 +874,50 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
     }
 
 
-def count_training_examples(task: TaskSpec, config: ReportConfig) -> dict:
-    """Training examples available and used (after --max-train-samples); None when the data cannot be read."""
+def count_available(task: TaskSpec, config: ReportConfig) -> int | None:
+    """Training examples of the task; None when the data cannot be read."""
     try:
         data = load_task_data(RunSettings(output_dir="", task_name=task.folder, data_dir=config.glue_dir,
                                           do_train=True))
-        available = len(data.train or [])
     except (ValueError, OSError):
-        return {"available": None, "used": config.max_train_samples}
-    used = available if config.max_train_samples is None else min(available, config.max_train_samples)
-    return {"available": available, "used": used}
+        return None
+    return len(data.train or [])
+
+
+def training_examples(config: ReportConfig) -> dict[str, dict[str, dict]]:
+    """{model: {task: {"available", "used"}}}: examples used after the model's --max-train-samples."""
+    available: dict[str, int | None] = {}
+    out = {}
+    for model in config.models:
+        limit = config.hyper[model.name].max_train_samples
+        out[model.name] = {}
+        for task in config.tasks[model.name]:
+            if task.name not in available:
+                available[task.name] = count_available(task, config)
+            n = available[task.name]
+            used = limit if n is None else n if limit is None else min(n, limit)
+            out[model.name][task.folder] = {"available": n, "used": used}
+    return out
+
+
+def hyper_parameters(config: ReportConfig, model: str) -> dict:
+    """The model's training settings as stored in results.json (and shown in the setup)."""
+    hyper = dataclasses.asdict(config.train_settings(model))
+    for key in ("output_dir", "seed", "resume_from_checkpoint", "disable_tqdm"):
+        hyper.pop(key)
+    classifier_lr = hyper["classifier_learning_rate"] or CLASSIFIER_LR_RATIO * hyper["learning_rate"]
+    hyper["classifier_learning_rate"] = classifier_lr
+    hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
+    hyper["max_train_samples"] = config.hyper[model].max_train_samples
+    return hyper
+
+
+def count_by(values: Sequence) -> list[dict]:
+    """[{"value": v, "runs": n}] in order of first appearance."""
+    counts: dict = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return [{"value": value, "runs": n} for value, n in counts.items()]
 
 
 def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportConfig, started: float) -> dict:
@@ -648,11 +929,7 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
             task_runs = [r for r in runs if r["model"] == model.name and r["task"] == task.folder]
             summaries.append(summarize_task(model, task, task_runs))
     tasks = list({t.name: t for ts in config.tasks.values() for t in ts}.values())
-    hyper = dataclasses.asdict(config.train_settings())
-    for key in ("output_dir", "seed", "resume_from_checkpoint", "disable_tqdm"):
-        hyper.pop(key)
-    hyper["classifier_learning_rate"] = hyper["classifier_learning_rate"] or CLASSIFIER_LR_RATIO * config.learning_rate
-    hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
+    conditions = count_by([training_condition(r) for r in runs])
     return {
         "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
         "command": command_line(config.argv),
@@ -663,16 +940,22 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "models": {m.name: dataclasses.asdict(m) for m in config.models},
         "tasks": {name: [t.folder for t in ts] for name, ts in config.tasks.items()},
         "seeds": {t.folder: config.seeds[t.name] for t in tasks},
-        "hyper_parameters": hyper,
+        "hyper_parameters": {m.name: hyper_parameters(config, m.name) for m in config.models},
         "eval_batch_sizes": list(BATCH_SIZES),
-        "max_train_samples": config.max_train_samples,
+        "timing_rounds": config.timing_rounds,
+        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),  # None: before rounds were recorded
+        "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
+                                for c in conditions],  # torch_threads None: not recorded
+        "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
         "max_eval_samples": config.max_eval_samples,
-        "training_examples": {t.folder: count_training_examples(t, config) for t in tasks},
+        "training_examples": training_examples(config),
         "targets": {"layer_speedup": LAYER_SPEEDUP_TARGETS,
                     "wall_to_layer": {str(bs): v for bs, v in WALL_TO_LAYER_TARGETS.items()},
                     "quality_tolerance": QUALITY_TOLERANCE},
         "total_seconds": time.perf_counter() - started,
         "runs_seconds": sum(r["elapsed_s"] or 0.0 for r in runs),
+        "runs_train_seconds": sum(r["train_s"] or 0.0 for r in runs),  # 0 for runs from before it was recorded
+        "runs_eval_seconds": sum(r["eval_s"] or 0.0 for r in runs),
         "num_runs": len(runs),
         "num_reused": sum(r["reused"] for r in runs),
         "summaries": summaries,
@@ -698,12 +981,20 @@ def command_line(argv: Sequence[str]) -> str:
 
 def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
     """The command that regenerates one table's runs (reusing them when present) into its own out dir."""
+    h = config.hyper[model]
     args = ["--models", model, "--tasks", task.folder, "--seeds", ",".join(map(str, config.seeds[task.name])),
-            "--epochs", f"{config.epochs:g}", "--learning-rate", f"{config.learning_rate:g}"]
-    for flag, value in (("--max-train-samples", config.max_train_samples),
-                        ("--max-eval-samples", config.max_eval_samples), ("--glue-dir", config.glue_dir)):
+            "--epochs", f"{h.epochs:g}", "--learning-rate", f"{h.learning_rate:g}"]
+    if h.batch_size != (QUICK if config.quick else MODEL_DEFAULTS[model])["batch_size"]:
+        args += ["--batch-size", str(h.batch_size)]
+    if h.max_train_samples is not None:
+        args += ["--max-train-samples", str(h.max_train_samples)]
+    elif (QUICK if config.quick else MODEL_DEFAULTS[model])["max_train_samples"] is not None:
+        args += ["--max-train-samples", "all"]
+    for flag, value in (("--max-eval-samples", config.max_eval_samples), ("--glue-dir", config.glue_dir)):
         if value is not None:
             args += [flag, str(value)]
+    if config.timing_rounds != (QUICK["timing_rounds"] if config.quick else DEFAULT_TIMING_ROUNDS):
+        args += ["--timing-rounds", str(config.timing_rounds)]
     if model in config.model_paths:
         args += ["--model-path", f"{model}={config.model_paths[model]}"]
     if config.quick:
@@ -803,8 +1094,10 @@ def render_training(s: dict) -> str:
     t = s["training"]
     if t["ratio"] is None:
         return "Training time: not available."
+    mixed = (" (plain and PABEE runs were trained under different conditions, see Setup: the ratio is less "
+             "reliable)") if t.get("mixed_conditions") else ""
     return (f"Training time per epoch (mean over seeds): plain {format_seconds(t['plain_s_per_epoch'])}, PABEE "
-            f"{format_seconds(t['pabee_s_per_epoch'])}; **PABEE / plain = {t['ratio']:.2f}**.")
+            f"{format_seconds(t['pabee_s_per_epoch'])}; **PABEE / plain = {t['ratio']:.2f}**{mixed}.")
 
 
 def pick_cell(point: dict | None, metric: str) -> str:
@@ -832,37 +1125,99 @@ def render_summary(report: dict) -> list[str]:
     return lines
 
 
+def render_hyper(hyper: dict) -> str:
+    """One model's training settings: "3 epoch(s), learning rate 5e-05 (classifiers ...), batch 32, ..."."""
+    sampling = {"group_by_length": "batches of similar length", "random": "random batches"}.get(
+        hyper.get("train_sampling_strategy"), hyper.get("train_sampling_strategy"))
+    precision = "bf16" if hyper.get("bf16") else "fp16" if hyper.get("fp16") else "fp32"
+    subset = ("all training examples" if hyper.get("max_train_samples") is None
+              else f"the first {hyper['max_train_samples']} training examples")
+    return (f"{hyper['num_train_epochs']:g} epoch(s), learning rate {hyper['learning_rate']:g} (classifiers "
+            f"{hyper['classifier_learning_rate']:g}), batch {hyper['per_device_train_batch_size']} ({sampling}), "
+            f"warm-up {hyper['warmup_steps']:g}, weight decay {hyper['weight_decay']:g}, max length "
+            f"{hyper['max_seq_length']}, {precision}, {subset}")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def render_conditions(report: dict) -> str:
+    """How the runs were trained (torch threads, sharded or not), for comparing training times."""
+    parts = []
+    for c in report["training_conditions"]:
+        runs = plural(c["runs"], "run")
+        if c["torch_threads"] is None:
+            parts.append(f"{runs} trained before the conditions were recorded (unknown)")
+        elif c["shards"] is None:
+            parts.append(f"{runs} with {plural(c['torch_threads'], 'torch thread')}, not sharded (one training at "
+                         "a time)")
+        else:
+            parts.append(f"{runs} with {plural(c['torch_threads'], 'torch thread')} in `--train-only --shard K/"
+                         f"{c['shards']}` processes (up to {c['shards']} trainings in parallel)")
+    return ("- **How the runs were trained**: " + "; ".join(parts) + ". Plain and PABEE training times are only "
+            "comparable under the same conditions (a per-task note says when they differ).")
+
+
+def render_timing(report: dict) -> str:
+    rounds = report["timing_rounds"]
+    text = (f"- **Timing**: every evaluation interleaves all exit rules batch by batch (each batch runs through "
+            f"every rule, in a rotating order) and makes {plural(rounds, 'timed round')} (`--timing-rounds "
+            f"{rounds}`); a record's eval time (`eval_seconds`) is the mean over the rounds, each round's total is "
+            "in `extra.eval_seconds_rounds`.")
+    other = [c for c in report["timing_rounds_used"] if c["value"] != rounds]
+    if other:
+        text += " Runs evaluated by earlier invocations with other settings: " + "; ".join(
+            f"{plural(c['runs'], 'run')} with " + (plural(c["value"], "round") if c["value"] is not None
+                                                    else "one pass per rule, not interleaved (older evaluation)")
+            for c in other) + "."
+    return text
+
+
+def render_split(report: dict) -> str:
+    """" (training 1 h 02 min, evaluation 12 min 10 s)" when recorded."""
+    train, evaluate = report.get("runs_train_seconds"), report.get("runs_eval_seconds")
+    if not train and not evaluate:
+        return ""
+    return f" (training {format_seconds(train or 0.0)}, evaluation {format_seconds(evaluate or 0.0)})"
+
+
 def render_setup(report: dict) -> list[str]:
-    mach, hyper = report["machine"], report["hyper_parameters"]
+    mach, hypers = report["machine"], report["hyper_parameters"]
     models = "; ".join(f"**{m['name']}** `{display_path(m['path'])}` ({m['model_type']}, {m['num_layers']} layers)"
                        for m in report["models"].values())
     seeds = "; ".join(f"{task} {', '.join(map(str, s))}" for task, s in report["seeds"].items())
-    examples = "; ".join(f"{task} {c['used'] if c['used'] is not None else '?'}"
+
+    def examples(counts: dict) -> str:
+        return ", ".join(f"{task} {c['used'] if c['used'] is not None else '?'}"
                          + (f" of {c['available']}" if c["available"] is not None else "")
-                         for task, c in report["training_examples"].items())
+                         for task, c in counts.items())
+
     lines = [
         f"- **Models**: {models}.",
-        f"- **Training** (the same for plain and PABEE, per seed): {hyper['num_train_epochs']:g} epoch(s), learning "
-        f"rate {hyper['learning_rate']:g} (classifiers {hyper['classifier_learning_rate']:g}), batch "
-        f"{hyper['per_device_train_batch_size']}, warm-up {hyper['warmup_steps']:g}, weight decay "
-        f"{hyper['weight_decay']:g}, max length {hyper['max_seq_length']}. Plain = loss weighting `last` (one "
-        "classifier on the last layer); PABEE = the default weighting (classifier i weighted i / Σ i).",
+        "- **Training** (the same for plain and PABEE of a model, per seed): "
+        + "; ".join(f"**{name}** {render_hyper(hyper)}" for name, hyper in hypers.items())
+        + ". Plain = loss weighting `last` (one classifier on the last layer); PABEE = the default weighting "
+        "(classifier i weighted i / Σ i).",
+        render_conditions(report),
         f"- **Seeds**: {seeds}. Tables give the mean over seeds (± sample standard deviation with more than one).",
-        f"- **Training examples used**: {examples}.",
+        "- **Training examples used**: "
+        + "; ".join(f"{name}: {examples(counts)}" for name, counts in report["training_examples"].items()) + ".",
         "- **Exit rules** (PABEE model): patience 1..L−1; entropy < f · ln C for f in "
         f"{', '.join(map(str, ENTROPY_FRACTIONS))}; confidence ≥ {', '.join(map(str, CONFIDENCES))} (those > 1/C); "
         "fixed layer 1..L−1; regression tasks patience (default threshold) and fixed layer only; full depth always.",
-        "- **Wall-clock speed-up** at batch size b = time of PABEE full depth / time of the rule, both measured at b "
-        "in the same evaluation run (`wall_speedup` of the records): one timed pass per rule, no repeats, so a few "
-        "percent of noise. † = plain fine-tuning, timed in its own run: PABEE full-depth time / plain time (both run "
-        "every layer, so about 1). Wall / layer = wall-clock speed-up / layer speed-up (means over seeds).",
+        render_timing(report),
+        "- **Wall-clock speed-up** at batch size b = eval time of PABEE full depth / eval time of the rule, both "
+        "measured at b in the same evaluation (`wall_speedup` of the records). † = plain fine-tuning, timed in its "
+        "own evaluation: PABEE full-depth time / plain time (both run every layer, so about 1; a noise check). "
+        "Wall / layer = wall-clock speed-up / layer speed-up (means over seeds).",
         f"- **Machine**: {mach['cpu_model']}, {mach['logical_cores']} logical cores ({mach['usable_cores']} usable), "
-        f"torch threads {mach['torch_num_threads']}; Python {mach['python_version']}, torch {mach['torch_version']}, "
-        f"transformers {mach['transformers_version']}; {mach['platform']}. Runs ran one after another on a machine "
-        "other jobs may share.",
+        f"torch threads {mach['torch_num_threads']} (this invocation); Python {mach['python_version']}, torch "
+        f"{mach['torch_version']}, transformers {mach['transformers_version']}; {mach['platform']}. Evaluations ran "
+        "one at a time, on a machine other jobs may share.",
         f"- **Run time**: this invocation {format_seconds(report['total_seconds'])}; the {report['num_runs']} runs "
-        f"took {format_seconds(report['runs_seconds'])} in all ({report['num_reused']} reused from earlier "
-        "invocations).",
+        f"took {format_seconds(report['runs_seconds'])} in all{render_split(report)}, summed over runs whatever "
+        f"invocation ran them ({report['num_reused']} finished runs reused from earlier invocations).",
     ]
     return lines
 
@@ -871,9 +1226,10 @@ def render_warnings(report: dict) -> list[str]:
     lines = []
     if report["quick"]:
         lines.append("> **Quick smoke run** (`--quick`): tiny training and dev subsets, not results.")
-    if report["max_train_samples"] is not None:
-        lines.append(f"> **Training subset**: only the first {report['max_train_samples']} training examples of "
-                     "each task were used (`--max-train-samples`).")
+    for model, limit in report["max_train_samples"].items():
+        if limit is not None:
+            lines.append(f"> **Training subset**: only the first {limit} training examples of each task were used for "
+                         f"{model} (`--max-train-samples`).")
     if report["max_eval_samples"] is not None:
         lines.append(f"> **Dev subset**: only the first {report['max_eval_samples']} dev examples of each task were "
                      "evaluated (`--max-eval-samples`).")
@@ -1008,13 +1364,22 @@ def no_progress_bars():
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Plan, run (or reuse), aggregate and render. Returns 0, or 2 with a one-line error on stderr."""
+    """Plan, run (or reuse), aggregate and render (with --train-only: plan and train only). Returns 0, or 2 with a
+    one-line error on stderr."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     try:
         config = make_config(args, argv)
         plan = plan_runs(config)
+        if config.train_only:
+            with no_progress_bars():
+                trained = train_all(plan, config, log)
+            after = "once every shard has finished, " if config.shard else ""
+            log(f"trained {plural(trained, 'run')} in {format_seconds(time.perf_counter() - started)}; nothing "
+                f"evaluated. To evaluate and render the report, {after}run the same command without --train-only"
+                f"{' and --shard' if config.shard else ''}: {command_line(without_train_only(argv))}")
+            return 0
         with no_progress_bars():
             reused = run_all(plan, config, log)
         report = aggregate(plan, reused, config, started)

@@ -66,14 +66,15 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
             assert entropies == pytest.approx([f * math.log(2) for f in report.ENTROPY_FRACTIONS])
         else:
             assert rule_kinds(run) == {"patience", "layer"}  # regression: no entropy / confidence
-    assert results["max_train_samples"] == 12 and results["max_eval_samples"] == 10
+    assert results["max_train_samples"] == {"minilm": 12} and results["max_eval_samples"] == 10
     assert results["seeds"] == {"RTE": [42, 43], "STS-B": [42]}
-    assert results["training_examples"] == {"RTE": {"available": 16, "used": 12},
-                                            "STS-B": {"available": 16, "used": 12}}
+    assert results["training_examples"] == {"minilm": {"RTE": {"available": 16, "used": 12},
+                                                       "STS-B": {"available": 16, "used": 12}}}
     assert results["command"].startswith("python benchmarks/report.py --quick")
     assert {"platform", "logical_cores", "torch_num_threads", "torch_version", "transformers_version",
             "python_version"} <= set(results["machine"])
-    assert results["hyper_parameters"]["num_train_epochs"] == 1 and results["total_seconds"] > 0
+    assert results["hyper_parameters"]["minilm"]["num_train_epochs"] == 1 and results["total_seconds"] > 0
+    assert results["timing_rounds"] == 1 and results["timing_rounds_used"] == [{"value": 1, "runs": 6}]
     for summary in results["summaries"]:
         assert summary["training"]["ratio"] > 0
         assert summary["best_patience"]["rule"] == "patience" and summary["best_patience"]["value"] >= 1
@@ -157,3 +158,145 @@ def test_picks_and_matching(report):
     verdict = report.verdicts({**patience[0], "wall_to_layer": {"1": 0.96, "32": 0.8}}, "minilm")
     assert verdict["layer_speedup"]["met"] and verdict["wall_to_layer_bs1"]["met"]
     assert not verdict["wall_to_layer_bs32"]["met"]
+
+
+def config_for(report, argv: list[str]):
+    return report.make_config(report.build_parser().parse_args(argv), argv)
+
+
+def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path):
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    paths = ["--model-path", f"minilm={tiny}", "--model-path", f"mpnet={tiny}", "--models", "minilm,mpnet",
+             "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
+    config = config_for(report, [*paths, "--epochs", "2", "--max-train-samples", "MPNet=2000", "--learning-rate",
+                                 "mpnet=2e-5", "--learning-rate", "1e-4", "--batch-size", "minilm=16"])
+    assert config.hyper["minilm"] == report.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
+                                                       batch_size=16)
+    assert config.hyper["mpnet"] == report.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
+                                                      batch_size=32)
+    assert config.timing_rounds == report.DEFAULT_TIMING_ROUNDS
+    plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report.plan_runs(config)}
+    mpnet = plan[("mpnet", "RTE", 42, "pabee")]
+    assert {k: v for k, v in config.run_key(mpnet).items() if k not in ("model", "task", "seed", "method")} == {
+        "epochs": 2.0, "learning_rate": 2e-5, "batch_size": 32, "max_train_samples": 2000, "max_eval_samples": None}
+    assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["learning_rate"] == 1e-4
+    train = report.run_settings(mpnet, config, train=True)
+    assert train.max_train_samples == 2000 and not train.do_eval
+    assert (train.train.learning_rate, train.train.num_train_epochs, train.train.per_device_train_batch_size) == (
+        2e-5, 2.0, 32)
+    minilm = report.run_settings(plan[("minilm", "RTE", 42, "plain")], config, train=True)
+    assert (minilm.max_train_samples, minilm.train.learning_rate, minilm.train.per_device_train_batch_size) == (
+        None, 1e-4, 16)
+    evaluate = report.run_settings(mpnet, config, train=False)
+    assert evaluate.do_eval and not evaluate.do_train and evaluate.timing_rounds == report.DEFAULT_TIMING_ROUNDS
+    command = report.subset_command(config, "mpnet", get_task("RTE"))
+    assert "--learning-rate 2e-05 --max-train-samples 2000" in command and "--batch-size" not in command
+    assert "--batch-size 16" in report.subset_command(config, "minilm", get_task("RTE"))
+
+    # No flag: the full report takes MODEL_DEFAULTS per model, --quick its own defaults for every model.
+    full = config_for(report, paths)
+    for name in ("minilm", "mpnet"):
+        assert full.hyper[name] == report.ModelHyper(**report.MODEL_DEFAULTS[name])
+    quick = config_for(report, [*paths, "--quick", "--max-train-samples", "mpnet=all"])
+    assert quick.hyper["minilm"].max_train_samples == report.QUICK["max_train_samples"]
+    assert quick.hyper["mpnet"].max_train_samples is None and quick.hyper["mpnet"].epochs == report.QUICK["epochs"]
+    assert quick.timing_rounds == 1
+    assert "--max-train-samples all" in report.subset_command(quick, "mpnet", get_task("RTE"))
+
+
+@pytest.mark.parametrize("bad", [["--epochs", "bert=3"], ["--learning-rate", "0"], ["--max-train-samples", "-1"],
+                                 ["--epochs", "minilm="], ["--timing-rounds", "0"], ["--shard", "3/2"],
+                                 ["--shard", "1"]])
+def test_bad_values_are_rejected(bad, report, capsys):
+    with pytest.raises(SystemExit) as raised:
+        report.build_parser().parse_args(bad)
+    assert raised.value.code == 2
+    assert f"argument {bad[0]}" in capsys.readouterr().err
+
+
+def test_shard_needs_train_only(report, tmp_path, capsys):
+    argv = ["--quick", "--shard", "1/2", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
+    assert report.main(argv) == 2
+    assert "--shard works only with --train-only" in one_error_line(capsys)
+    assert not (tmp_path / "w").exists() and not (tmp_path / "o").exists()
+
+
+def test_without_train_only_drops_the_training_flags(report):
+    argv = ["--quick", "--train-only", "--shard", "1/2", "--seeds", "42", "--shard=2/2", "--train", "--sh", "1/3"]
+    assert report.without_train_only(argv) == ["--quick", "--seeds", "42"]
+
+
+def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_path, capsys):
+    minilm, mpnet = save_tiny_bert(tmp_path / "tiny"), save_tiny_bert(tmp_path / "tiny3", layers=3, seed=1)
+    write_glue_task(tmp_path / "glue", "RTE", n=16)
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--quick", "--models", "minilm,mpnet", "--model-path", f"minilm={minilm}", "--model-path",
+            f"mpnet={mpnet}", "--glue-dir", str(tmp_path / "glue"), "--max-train-samples", "12",
+            "--max-train-samples", "mpnet=8", "--learning-rate", "mpnet=1e-4", "--max-eval-samples", "10",
+            "--work-dir", str(work), "--out-dir", str(out)]
+    # plan order: minilm plain, minilm pabee, mpnet plain, mpnet pabee -> shard 1/2 trains the plain runs
+    for shard, trained in (("1/2", ["minilm RTE seed 42 plain", "mpnet RTE seed 42 plain"]),
+                           ("2/2", ["minilm RTE seed 42 pabee", "mpnet RTE seed 42 pabee"])):
+        assert report.main([*argv, "--train-only", "--shard", shard]) == 0
+        printed = capsys.readouterr().out
+        assert re.findall(r" start (.*): train only", printed) == trained
+        assert printed.count(" finished ") == 2 and "evaluate" not in printed.split("nothing evaluated")[0]
+        assert "without --train-only and --shard" in printed.splitlines()[-1]
+        assert "--shard" not in printed.splitlines()[-1].split(": ", 1)[1]
+    assert not out.exists() and not list(work.rglob("eval_results.json"))
+    metas = {p.parent.name + " " + p.parents[2].name: json.loads(p.read_text()) for p in work.rglob("report_run.json")}
+    assert len(metas) == 4
+    for name, meta in metas.items():
+        assert meta["training"]["shard"] == ("1/2" if name.startswith("plain") else "2/2")
+        assert meta["training"]["torch_threads"] >= 1 and meta["train_s"] > 0 and "eval_s" not in meta
+    assert report.main([*argv, "--train-only", "--shard", "1/2"]) == 0  # nothing left to train
+    assert capsys.readouterr().out.count("skipped") == 2
+
+    weights = {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")}
+    assert report.main([*argv, "--timing-rounds", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count(": evaluate the trained model") == 4 and "train + evaluate" not in printed
+    assert {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")} == weights  # nothing retrained
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["timing_rounds"] == 2 and results["timing_rounds_used"] == [{"value": 2, "runs": 4}]
+    hyper = results["hyper_parameters"]
+    assert (hyper["minilm"]["max_train_samples"], hyper["minilm"]["learning_rate"]) == (12, 5e-5)
+    assert (hyper["mpnet"]["max_train_samples"], hyper["mpnet"]["learning_rate"]) == (8, 1e-4)
+    assert results["max_train_samples"] == {"minilm": 12, "mpnet": 8}
+    assert results["training_examples"] == {"minilm": {"RTE": {"available": 16, "used": 12}},
+                                            "mpnet": {"RTE": {"available": 16, "used": 8}}}
+    assert [(c["shards"], c["runs"]) for c in results["training_conditions"]] == [(2, 4)]
+    for run in results["runs"]:
+        assert run["train_shard"] == ("1/2" if run["method"] == "plain" else "2/2") and not run["reused"]
+        assert run["train_s"] > 0 and run["eval_s"] > 0 and run["timing_rounds"] == 2
+        assert {len(r["extra"]["eval_seconds_rounds"]) for r in run["records"]} == {2}
+        assert {r["batch_size"] for r in run["records"]} == {1, 32}
+    for meta_path in work.rglob("report_run.json"):
+        meta = json.loads(meta_path.read_text())
+        assert meta["evaluation"]["timing_rounds"] == 2
+        assert meta["elapsed_s"] == pytest.approx(meta["train_s"] + meta["eval_s"])
+    assert {s["model"]: s["num_layers"] for s in results["summaries"]} == {"minilm": 4, "mpnet": 3}
+
+    markdown = (out / "results.md").read_text()
+    assert "only the first 12 training examples of each task were used for minilm" in markdown
+    assert "only the first 8 training examples of each task were used for mpnet" in markdown
+    assert "2 timed rounds (`--timing-rounds 2`)" in markdown and "no repeats" not in markdown
+    assert "`--train-only --shard K/2`" in markdown and "**mpnet** 1 epoch(s), learning rate 0.0001" in markdown
+    assert "--learning-rate 0.0001 --max-train-samples 8" in markdown  # mpnet's own command
+
+
+def test_run_folders_from_before_the_batch_size_was_recorded_are_kept(report, tmp_path):
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    argv = ["--quick", "--model-path", f"minilm={tiny}", "--work-dir", str(tmp_path / "w"), "--out-dir",
+            str(tmp_path / "o")]
+    spec = report.plan_runs(config_for(report, argv))[0]
+    spec.output_dir.mkdir(parents=True)
+    old = {k: v for k, v in config_for(report, argv).run_key(spec).items() if k != "batch_size"}
+    (spec.output_dir / report.RUN_META).write_text(json.dumps({"settings": old, "elapsed_s": 1.0}))
+    assert report.run_status(spec, config_for(report, argv)) == "new"  # batch 32, as every earlier run
+    with pytest.raises(report.ReportError, match=r"batch_size 32 != 16"):
+        report.run_status(spec, config_for(report, [*argv, "--batch-size", "16"]))
+    with pytest.raises(report.ReportError, match=r"learning_rate 5e-05 != 0.0001"):
+        report.run_status(spec, config_for(report, [*argv, "--learning-rate", "minilm=1e-4"]))
+    assert report.run_status(spec, config_for(report, [*argv, "--timing-rounds", "5"])) == "new"
