@@ -52,7 +52,7 @@ import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -85,6 +85,7 @@ MODEL_DEFAULTS = {
 # --quick: the same for every model, and fewer dev examples and timing rounds
 QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_size": 32,
          "max_eval_samples": 100, "timing_rounds": 1}
+TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
 HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
                "batch_size": "--batch-size"}  # ModelHyper field -> its flag
 RUN_KEY_ADDED = {"batch_size": 32}  # run-key entries added later: the value of folders written without them
@@ -144,12 +145,20 @@ class RunSpec:
 
 @dataclass(frozen=True)
 class ModelHyper:
-    """One model's training hyper-parameters, resolved from MODEL_DEFAULTS (or QUICK) and the flags."""
+    """One model's training hyper-parameters, resolved from MODEL_DEFAULTS (or QUICK) and the flags.
+
+    ``task_epochs`` overrides ``epochs`` for some tasks (TaskSpec.name -> epochs): a large training set such as
+    SST-2's needs fewer passes than RTE's.
+    """
 
     epochs: float
     learning_rate: float
     max_train_samples: int | None  # None: every training example
     batch_size: int
+    task_epochs: dict[str, float] = field(default_factory=dict)
+
+    def epochs_for(self, task: TaskSpec | None) -> float:
+        return self.epochs if task is None else self.task_epochs.get(task.name, self.epochs)
 
 
 @dataclass
@@ -171,7 +180,9 @@ class ReportConfig:
     train_only: bool = False
     shard: tuple[int, int] | None = None  # (K, N): only the runs whose plan index % N == K - 1
 
-    def train_settings(self, model: str, output_dir: str = "", seed: int = 42) -> TrainSettings:
+    def train_settings(
+        self, model: str, output_dir: str = "", seed: int = 42, task: TaskSpec | None = None
+    ) -> TrainSettings:
         """The training hyper-parameters of every run of ``model`` (only the seed and folder differ between runs).
 
         Checkpoints are written only at the end (the Trainer always saves one there) and deleted after the run:
@@ -179,7 +190,7 @@ class ReportConfig:
         """
         h = self.hyper[model]
         return TrainSettings(
-            output_dir=output_dir, seed=seed, num_train_epochs=h.epochs, learning_rate=h.learning_rate,
+            output_dir=output_dir, seed=seed, num_train_epochs=h.epochs_for(task), learning_rate=h.learning_rate,
             per_device_train_batch_size=h.batch_size, save_steps=10**9, disable_tqdm=True,
         )
 
@@ -189,7 +200,7 @@ class ReportConfig:
         h = self.hyper[spec.model.name]
         return {
             "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
-            "epochs": h.epochs, "learning_rate": h.learning_rate, "batch_size": h.batch_size,
+            "epochs": h.epochs_for(spec.task), "learning_rate": h.learning_rate, "batch_size": h.batch_size,
             "max_train_samples": h.max_train_samples, "max_eval_samples": self.max_eval_samples,
         }
 
@@ -259,9 +270,14 @@ def sample_count(text: str) -> int | None:
     return None if text.strip().lower() == "all" else positive_int(text)
 
 
-def per_model(convert: Callable[[str], object]) -> Callable[[str], tuple[str | None, object]]:
+TASK_PREFIX = "task:"  # per_model(..., tasks=True) marks a TASK=VALUE entry as ("task:<TaskSpec.name>", value)
+
+
+def per_model(
+    convert: Callable[[str], object], tasks: bool = False
+) -> Callable[[str], tuple[str | None, object]]:
     """The argparse type of a flag given as VALUE (every model) or MODEL=VALUE (one model): -> (model or None,
-    value)."""
+    value). With ``tasks``, TASK=VALUE (a GLUE task name) is accepted too -> ("task:<name>", value)."""
 
     def parse(text: str) -> tuple[str | None, object]:
         name, sep, value = text.partition("=")
@@ -269,8 +285,14 @@ def per_model(convert: Callable[[str], object]) -> Callable[[str], tuple[str | N
             return None, convert(text.strip())
         model = name.strip().lower()
         if model not in MODELS:
-            raise argparse.ArgumentTypeError(f"unknown model {name.strip()!r} in {text!r}; choose from "
-                                             f"{', '.join(MODELS)}")
+            if tasks:
+                try:
+                    return TASK_PREFIX + get_task(name.strip()).name, convert(value.strip())
+                except ValueError:
+                    pass
+            what = "model or task" if tasks else "model"
+            raise argparse.ArgumentTypeError(f"unknown {what} {name.strip()!r} in {text!r}; choose from "
+                                             f"{', '.join(MODELS)}" + (" or a GLUE task" if tasks else ""))
         return model, convert(value.strip())
 
     parse.__name__ = convert.__name__
@@ -315,8 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated seeds for every task, or TASK=SEEDS for one task (repeatable); default "
                         "42,43,44 for RTE/MRPC/STS-B and 42 for the others")
     per = " for every model, or MODEL=VALUE for one model (repeatable; default"
-    p.add_argument("--epochs", type=per_model(positive_float), action="append", default=None,
-                   metavar="[MODEL=]EPOCHS", help=f"training epochs{per} {hyper_default('epochs')})")
+    p.add_argument("--epochs", type=per_model(positive_float, tasks=True), action="append", default=None,
+                   metavar="[MODEL=|TASK=]EPOCHS",
+                   help=f"training epochs{per} {hyper_default('epochs')}); TASK=EPOCHS sets one task's epochs for "
+                        f"every model (full-report default: {', '.join(f'{get_task(t).folder} {e:g}' for t, e in TASK_EPOCHS.items())})")
     p.add_argument("--learning-rate", type=per_model(positive_float), action="append", default=None,
                    metavar="[MODEL=]LR",
                    help=f"backbone learning rate{per} {hyper_default('learning_rate')})")
@@ -405,7 +429,9 @@ def resolve_hyper(args: argparse.Namespace, model: str, quick: bool) -> ModelHyp
         every = [value for m, value in given if m is None]
         default = QUICK[name] if quick else MODEL_DEFAULTS[model][name]
         values[name] = (one or every or [default])[-1]
-    return ModelHyper(**values)
+    task_epochs = {} if quick else dict(TASK_EPOCHS)
+    task_epochs.update({m[len(TASK_PREFIX):]: v for m, v in (args.epochs or []) if m and m.startswith(TASK_PREFIX)})
+    return ModelHyper(**values, task_epochs=task_epochs)
 
 
 def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
@@ -546,7 +572,7 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSetting
         **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=True,
         max_train_samples=config.hyper[spec.model.name].max_train_samples,
         loss_weighting="last" if spec.method == PLAIN else None,
-        train=config.train_settings(spec.model.name, folder, spec.seed),
+        train=config.train_settings(spec.model.name, folder, spec.seed, spec.task),
     )
 
 
@@ -909,6 +935,7 @@ def hyper_parameters(config: ReportConfig, model: str) -> dict:
     hyper["classifier_learning_rate"] = classifier_lr
     hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
     hyper["max_train_samples"] = config.hyper[model].max_train_samples
+    hyper["task_epochs"] = {get_task(name).folder: e for name, e in config.hyper[model].task_epochs.items()}
     return hyper
 
 
@@ -983,7 +1010,7 @@ def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
     """The command that regenerates one table's runs (reusing them when present) into its own out dir."""
     h = config.hyper[model]
     args = ["--models", model, "--tasks", task.folder, "--seeds", ",".join(map(str, config.seeds[task.name])),
-            "--epochs", f"{h.epochs:g}", "--learning-rate", f"{h.learning_rate:g}"]
+            "--epochs", f"{h.epochs_for(task):g}", "--learning-rate", f"{h.learning_rate:g}"]
     if h.batch_size != (QUICK if config.quick else MODEL_DEFAULTS[model])["batch_size"]:
         args += ["--batch-size", str(h.batch_size)]
     if h.max_train_samples is not None:
@@ -1132,7 +1159,8 @@ def render_hyper(hyper: dict) -> str:
     precision = "bf16" if hyper.get("bf16") else "fp16" if hyper.get("fp16") else "fp32"
     subset = ("all training examples" if hyper.get("max_train_samples") is None
               else f"the first {hyper['max_train_samples']} training examples")
-    return (f"{hyper['num_train_epochs']:g} epoch(s), learning rate {hyper['learning_rate']:g} (classifiers "
+    overrides = "".join(f" ({task}: {e:g})" for task, e in (hyper.get("task_epochs") or {}).items())
+    return (f"{hyper['num_train_epochs']:g} epoch(s){overrides}, learning rate {hyper['learning_rate']:g} (classifiers "
             f"{hyper['classifier_learning_rate']:g}), batch {hyper['per_device_train_batch_size']} ({sampling}), "
             f"warm-up {hyper['warmup_steps']:g}, weight decay {hyper['weight_decay']:g}, max length "
             f"{hyper['max_seq_length']}, {precision}, {subset}")

@@ -1,5 +1,6 @@
 """benchmarks/report.py end to end on a tiny random BERT and GLUE-format fixtures (seconds), and its picks."""
 
+import argparse
 import importlib.util
 import json
 import math
@@ -171,9 +172,9 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     config = config_for(report, [*paths, "--epochs", "2", "--max-train-samples", "MPNet=2000", "--learning-rate",
                                  "mpnet=2e-5", "--learning-rate", "1e-4", "--batch-size", "minilm=16"])
     assert config.hyper["minilm"] == report.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
-                                                       batch_size=16)
+                                                       batch_size=16, task_epochs=dict(report.TASK_EPOCHS))
     assert config.hyper["mpnet"] == report.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
-                                                      batch_size=32)
+                                                      batch_size=32, task_epochs=dict(report.TASK_EPOCHS))
     assert config.timing_rounds == report.DEFAULT_TIMING_ROUNDS
     plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report.plan_runs(config)}
     mpnet = plan[("mpnet", "RTE", 42, "pabee")]
@@ -196,7 +197,7 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     # No flag: the full report takes MODEL_DEFAULTS per model, --quick its own defaults for every model.
     full = config_for(report, paths)
     for name in ("minilm", "mpnet"):
-        assert full.hyper[name] == report.ModelHyper(**report.MODEL_DEFAULTS[name])
+        assert full.hyper[name] == report.ModelHyper(**report.MODEL_DEFAULTS[name], task_epochs=dict(report.TASK_EPOCHS))
     quick = config_for(report, [*paths, "--quick", "--max-train-samples", "mpnet=all"])
     assert quick.hyper["minilm"].max_train_samples == report.QUICK["max_train_samples"]
     assert quick.hyper["mpnet"].max_train_samples is None and quick.hyper["mpnet"].epochs == report.QUICK["epochs"]
@@ -300,3 +301,18 @@ def test_run_folders_from_before_the_batch_size_was_recorded_are_kept(report, tm
     with pytest.raises(report.ReportError, match=r"learning_rate 5e-05 != 0.0001"):
         report.run_status(spec, config_for(report, [*argv, "--learning-rate", "minilm=1e-4"]))
     assert report.run_status(spec, config_for(report, [*argv, "--timing-rounds", "5"])) == "new"
+
+
+def test_epochs_per_task_override_the_model_default(report):
+    parse = report.per_model(report.positive_float, tasks=True)
+    assert parse("SST2=2") == ("task:sst-2", 2.0)
+    assert parse("minilm=4") == ("minilm", 4.0)
+    with pytest.raises(argparse.ArgumentTypeError, match="model or task"):
+        parse("nosuch=2")
+    args = report.build_parser().parse_args(["--epochs", "5", "--epochs", "RTE=7"])
+    hyper = report.resolve_hyper(args, "minilm", quick=False)
+    assert hyper.epochs_for(get_task("mrpc")) == 5.0
+    assert hyper.epochs_for(get_task("rte")) == 7.0
+    assert hyper.epochs_for(get_task("sst-2")) == report.TASK_EPOCHS["sst-2"]  # the full-report default
+    quick = report.resolve_hyper(report.build_parser().parse_args(["--quick"]), "minilm", quick=True)
+    assert quick.epochs_for(get_task("sst-2")) == report.QUICK["epochs"]
