@@ -79,7 +79,7 @@ MULTI_SEEDS, ONE_SEED = (42, 43, 44), (42,)
 # Training hyper-parameters per model for the full report (a flag, for every model or MODEL=VALUE, overrides them).
 # max_train_samples None: every training example.
 MODEL_DEFAULTS = {
-    "minilm": {"epochs": 3.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32},
+    "minilm": {"epochs": 5.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32},
     "mpnet": {"epochs": 3.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32},
 }
 # --quick: the same for every model, and fewer dev examples and timing rounds
