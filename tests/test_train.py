@@ -58,3 +58,30 @@ def test_save_total_limit_keeps_only_the_newest_checkpoints(tmp_path):
     run(RunSettings(output_dir=str(out), task_name="RTE", data_dir=str(write_glue_task(tmp_path, "RTE")),
                     model_name_or_path=str(save_tiny_bert(tmp_path / "tiny")), do_train=True, train=settings))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-3"]
+
+
+def test_bf16_and_length_grouping_reach_the_trainer_and_train_on_the_cpu(tmp_path):
+    import torch
+    from fixtures import save_tiny_bert, write_glue_task
+
+    from pabee.runner import RunSettings, run
+    from pabee.train import TrainSettings
+
+    out = tmp_path / "out"
+    settings = TrainSettings(output_dir=str(out), max_steps=2, save_steps=100, bf16=True,
+                             per_device_train_batch_size=8, disable_tqdm=True)
+    assert settings.train_sampling_strategy == "group_by_length"  # the default
+    run(RunSettings(output_dir=str(out), task_name="RTE", data_dir=str(write_glue_task(tmp_path, "RTE")),
+                    model_name_or_path=str(save_tiny_bert(tmp_path / "tiny")), do_train=True, train=settings))
+    args = torch.load(out / "training_args.bin", weights_only=False)
+    assert args.bf16 and args.train_sampling_strategy == "group_by_length"
+    assert (out / "model.safetensors").is_file()
+
+
+def test_unknown_sampling_strategy_is_refused():
+    import pytest
+
+    from pabee.train import TrainSettings
+
+    with pytest.raises(ValueError, match="train_sampling_strategy"):
+        TrainSettings(output_dir="x", train_sampling_strategy="sorted")

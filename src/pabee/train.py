@@ -208,6 +208,7 @@ def train(
     if fp16 and (settings.use_cpu or not torch.cuda.is_available()):
         logger.warning("--fp16 needs a CUDA GPU; training in fp32 on the CPU")
         fp16 = False
+    use_cpu = settings.use_cpu or (settings.bf16 and not torch.cuda.is_available())  # bf16 autocast on the CPU
     report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
     args = TrainingArguments(
         output_dir=settings.output_dir,
@@ -231,7 +232,7 @@ def train(
         fp16=fp16,
         bf16=settings.bf16,
         train_sampling_strategy=settings.train_sampling_strategy,
-        use_cpu=settings.use_cpu,
+        use_cpu=use_cpu,
         report_to=report_to,
         disable_tqdm=settings.disable_tqdm,
         remove_unused_columns=False,
