@@ -174,15 +174,18 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     assert config.hyper["minilm"] == report.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
                                                        batch_size=16, task_epochs=dict(report.TASK_EPOCHS))
     assert config.hyper["mpnet"] == report.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
-                                                      batch_size=32, task_epochs=dict(report.TASK_EPOCHS))
+                                                      batch_size=32, precision="bf16",
+                                                      task_epochs=dict(report.TASK_EPOCHS))
     assert config.timing_rounds == report.DEFAULT_TIMING_ROUNDS
     plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report.plan_runs(config)}
     mpnet = plan[("mpnet", "RTE", 42, "pabee")]
     assert {k: v for k, v in config.run_key(mpnet).items() if k not in ("model", "task", "seed", "method")} == {
-        "epochs": 2.0, "learning_rate": 2e-5, "batch_size": 32, "max_train_samples": 2000, "max_eval_samples": None}
+        "epochs": 2.0, "learning_rate": 2e-5, "batch_size": 32, "precision": "bf16", "max_train_samples": 2000,
+        "max_eval_samples": None}
     assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["learning_rate"] == 1e-4
     train = report.run_settings(mpnet, config, train=True)
     assert train.max_train_samples == 2000 and not train.do_eval
+    assert train.train.bf16 and not report.run_settings(plan[("minilm", "RTE", 42, "pabee")], config, True).train.bf16
     assert (train.train.learning_rate, train.train.num_train_epochs, train.train.per_device_train_batch_size) == (
         2e-5, 2.0, 32)
     minilm = report.run_settings(plan[("minilm", "RTE", 42, "plain")], config, train=True)
