@@ -89,6 +89,7 @@ MODEL_DEFAULTS = {
 QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_size": 32, "precision": "fp32",
          "max_eval_samples": 100, "timing_rounds": 1}
 TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
+MAX_SEEDS = {"minilm": None, "mpnet": 1}  # full report: how many of each task's seeds a model runs (None: all)
 HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
                "batch_size": "--batch-size", "precision": "--precision"}  # ModelHyper field -> its flag
 PRECISIONS = ("fp32", "bf16")  # of training (bf16: mixed-precision autocast); evaluation always runs in fp32
@@ -184,6 +185,12 @@ class ReportConfig:
     argv: list[str]
     train_only: bool = False
     shard: tuple[int, int] | None = None  # (K, N): only the runs whose plan index % N == K - 1
+    max_seeds: dict[str, int | None] = field(default_factory=dict)  # model name -> first N seeds of each task
+
+    def seeds_for(self, model: str, task: TaskSpec) -> list[int]:
+        seeds = self.seeds[task.name]
+        limit = self.max_seeds.get(model)
+        return seeds if limit is None else seeds[:limit]
 
     def train_settings(
         self, model: str, output_dir: str = "", seed: int = 42, task: TaskSpec | None = None
@@ -346,6 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", type=task_list, default=None,
                    help="comma-separated GLUE tasks for every model (default: MiniLM RTE,MRPC,STS-B,CoLA,SST-2; "
                         "MPNet RTE,MRPC,STS-B)")
+    p.add_argument("--max-seeds", type=per_model(positive_int), action="append", default=None,
+                   metavar="[MODEL=]N",
+                   help="use only the first N seeds of each task for every model or MODEL=N for one (default: "
+                        + ", ".join(f"{m} {'all' if n is None else n}" for m, n in MAX_SEEDS.items())
+                        + "; the larger model's runs cost about 6x MiniLM's)")
     p.add_argument("--seeds", action="append", default=None, metavar="[TASK=]SEEDS",
                    help="comma-separated seeds for every task, or TASK=SEEDS for one task (repeatable); default "
                         "42,43,44 for RTE/MRPC/STS-B and 42 for the others")
@@ -436,6 +448,15 @@ def given_or_default(given, quick: bool, quick_default, default):
     return quick_default if quick else default
 
 
+def resolve_max_seeds(args: argparse.Namespace, model: str) -> int | None:
+    """--max-seeds MODEL=N, else --max-seeds N, else MAX_SEEDS (no limit in --quick mode, which has one seed)."""
+    given = args.max_seeds or []
+    one = [n for m, n in given if m == model]
+    every = [n for m, n in given if m is None]
+    default = None if args.quick else MAX_SEEDS.get(model)
+    return (one or every or [default])[-1]
+
+
 def resolve_hyper(args: argparse.Namespace, model: str, quick: bool) -> ModelHyper:
     """One model's hyper-parameters: its MODEL=VALUE flag, else a plain VALUE flag (the last one given wins), else
     the --quick default in quick mode, else MODEL_DEFAULTS."""
@@ -477,6 +498,7 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         models=models,
         tasks=tasks,
         seeds=seeds_per_task(all_tasks, args.seeds, quick),
+        max_seeds={m.name: resolve_max_seeds(args, m.name) for m in models},
         hyper={m.name: resolve_hyper(args, m.name, quick) for m in models},
         max_eval_samples=given_or_default(args.max_eval_samples, quick, QUICK["max_eval_samples"], None),
         timing_rounds=given_or_default(args.timing_rounds, quick, QUICK["timing_rounds"], DEFAULT_TIMING_ROUNDS),
@@ -508,7 +530,7 @@ def plan_runs(config: ReportConfig) -> list[RunSpec]:
     plan = []
     for model in config.models:
         for task in config.tasks[model.name]:
-            for seed in config.seeds[task.name]:
+            for seed in config.seeds_for(model.name, task):
                 for method in METHODS:
                     rules = exit_rules_for(task, model.num_layers) if method == PABEE else []
                     folder = config.work_dir / model.name / task.folder.lower() / f"{method}-seed{seed}"
@@ -984,6 +1006,7 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "models": {m.name: dataclasses.asdict(m) for m in config.models},
         "tasks": {name: [t.folder for t in ts] for name, ts in config.tasks.items()},
         "seeds": {t.folder: config.seeds[t.name] for t in tasks},
+        "max_seeds": dict(config.max_seeds),
         "hyper_parameters": {m.name: hyper_parameters(config, m.name) for m in config.models},
         "eval_batch_sizes": list(BATCH_SIZES),
         "timing_rounds": config.timing_rounds,
@@ -1026,8 +1049,8 @@ def command_line(argv: Sequence[str]) -> str:
 def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
     """The command that regenerates one table's runs (reusing them when present) into its own out dir."""
     h = config.hyper[model]
-    args = ["--models", model, "--tasks", task.folder, "--seeds", ",".join(map(str, config.seeds[task.name])),
-            "--epochs", f"{h.epochs_for(task):g}", "--learning-rate", f"{h.learning_rate:g}"]
+    args = ["--models", model, "--tasks", task.folder, "--seeds",
+            ",".join(map(str, config.seeds_for(model, task))), "--epochs", f"{h.epochs_for(task):g}", "--learning-rate", f"{h.learning_rate:g}"]
     if h.batch_size != (QUICK if config.quick else MODEL_DEFAULTS[model])["batch_size"]:
         args += ["--batch-size", str(h.batch_size)]
     if h.precision != (QUICK if config.quick else MODEL_DEFAULTS[model])["precision"]:
@@ -1234,6 +1257,10 @@ def render_setup(report: dict) -> list[str]:
     models = "; ".join(f"**{m['name']}** `{display_path(m['path'])}` ({m['model_type']}, {m['num_layers']} layers)"
                        for m in report["models"].values())
     seeds = "; ".join(f"{task} {', '.join(map(str, s))}" for task, s in report["seeds"].items())
+    limited = [f"{m} runs only the first {n} seed(s) of each task" for m, n in report.get("max_seeds", {}).items()
+               if n is not None]
+    if limited:
+        seeds += " (" + "; ".join(limited) + ")"
 
     def examples(counts: dict) -> str:
         return ", ".join(f"{task} {c['used'] if c['used'] is not None else '?'}"

@@ -319,3 +319,17 @@ def test_epochs_per_task_override_the_model_default(report):
     assert hyper.epochs_for(get_task("sst-2")) == report.TASK_EPOCHS["sst-2"]  # the full-report default
     quick = report.resolve_hyper(report.build_parser().parse_args(["--quick"]), "minilm", quick=True)
     assert quick.epochs_for(get_task("sst-2")) == report.QUICK["epochs"]
+
+
+def test_max_seeds_limits_one_models_runs(report, tmp_path):
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    argv = ["--model-path", f"minilm={tiny}", "--model-path", f"mpnet={tiny}", "--models", "minilm,mpnet",
+            "--tasks", "RTE", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
+    config = config_for(report, argv)
+    assert config.max_seeds == report.MAX_SEEDS
+    runs = {(spec.model.name, spec.seed) for spec in report.plan_runs(config)}
+    assert runs == {("minilm", 42), ("minilm", 43), ("minilm", 44), ("mpnet", 42)}
+    config = config_for(report, [*argv, "--max-seeds", "2", "--max-seeds", "minilm=3"])
+    runs = {(spec.model.name, spec.seed) for spec in report.plan_runs(config)}
+    assert runs == {("minilm", 42), ("minilm", 43), ("minilm", 44), ("mpnet", 42), ("mpnet", 43)}
+    assert "--seeds 42,43 " in report.subset_command(config, "mpnet", get_task("RTE"))
