@@ -80,10 +80,10 @@ MULTI_SEEDS, ONE_SEED = (42, 43, 44), (42,)
 # max_train_samples None: every training example.
 MODEL_DEFAULTS = {
     "minilm": {"epochs": 5.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32,
-               "precision": "fp32"},
+               "precision": "fp32", "max_eval_samples": None},
     # MPNet-base is about 6x MiniLM's cost per token on the CPU; bf16 autocast halves its training time
     "mpnet": {"epochs": 3.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32,
-              "precision": "bf16"},
+              "precision": "bf16", "max_eval_samples": None},
 }
 # --quick: the same for every model, and fewer dev examples and timing rounds
 QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_size": 32, "precision": "fp32",
@@ -91,7 +91,8 @@ QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_
 TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
 MAX_SEEDS = {"minilm": None, "mpnet": 1}  # full report: how many of each task's seeds a model runs (None: all)
 HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
-               "batch_size": "--batch-size", "precision": "--precision"}  # ModelHyper field -> its flag
+               "batch_size": "--batch-size", "precision": "--precision",
+               "max_eval_samples": "--max-eval-samples"}  # ModelHyper field -> its flag
 PRECISIONS = ("fp32", "bf16")  # of training (bf16: mixed-precision autocast); evaluation always runs in fp32
 RUN_KEY_ADDED = {"batch_size": 32, "precision": "fp32"}  # run-key entries added later: the value of folders written without them
 DEFAULT_TIMING_ROUNDS = 3
@@ -161,6 +162,7 @@ class ModelHyper:
     max_train_samples: int | None  # None: every training example
     batch_size: int
     precision: str = "fp32"
+    max_eval_samples: int | None = None  # None: every dev example
     task_epochs: dict[str, float] = field(default_factory=dict)
 
     def epochs_for(self, task: TaskSpec | None) -> float:
@@ -175,7 +177,6 @@ class ReportConfig:
     tasks: dict[str, list[TaskSpec]]  # model name -> tasks
     seeds: dict[str, list[int]]  # TaskSpec.name -> seeds
     hyper: dict[str, ModelHyper]  # model name -> its training hyper-parameters
-    max_eval_samples: int | None
     timing_rounds: int
     work_dir: Path
     out_dir: Path
@@ -214,7 +215,7 @@ class ReportConfig:
         return {
             "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
             "epochs": h.epochs_for(spec.task), "learning_rate": h.learning_rate, "batch_size": h.batch_size, "precision": h.precision,
-            "max_train_samples": h.max_train_samples, "max_eval_samples": self.max_eval_samples,
+            "max_train_samples": h.max_train_samples, "max_eval_samples": h.max_eval_samples,
         }
 
     @property
@@ -380,7 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="[MODEL=]fp32|bf16",
                    help=f"training precision (bf16 = mixed-precision autocast; evaluation is fp32){per} "
                         f"{hyper_default('precision')})")
-    p.add_argument("--max-eval-samples", type=int, default=None, help="evaluate on the first N dev examples only")
+    p.add_argument("--max-eval-samples", type=per_model(sample_count), action="append", default=None,
+                   metavar="[MODEL=]N",
+                   help=f"evaluate on the first N dev examples only, \"all\" for every one,{per} "
+                        f"{hyper_default('max_eval_samples')})")
     p.add_argument("--timing-rounds", type=positive_int, default=None, metavar="N",
                    help="timed rounds of every evaluation, all exit rules interleaved batch by batch; eval time = "
                         f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
@@ -500,7 +504,6 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         seeds=seeds_per_task(all_tasks, args.seeds, quick),
         max_seeds={m.name: resolve_max_seeds(args, m.name) for m in models},
         hyper={m.name: resolve_hyper(args, m.name, quick) for m in models},
-        max_eval_samples=given_or_default(args.max_eval_samples, quick, QUICK["max_eval_samples"], None),
         timing_rounds=given_or_default(args.timing_rounds, quick, QUICK["timing_rounds"], DEFAULT_TIMING_ROUNDS),
         work_dir=Path(args.work_dir) if args.work_dir else (default_dir or REPO_ROOT / "runs" / "report"),
         out_dir=out_dir,
@@ -604,7 +607,7 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSetting
     if not train:
         return RunSettings(
             **common, model_name_or_path=folder, do_eval=True, exit_rules=list(spec.rules),
-            eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.max_eval_samples,
+            eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.hyper[spec.model.name].max_eval_samples,
             timing_rounds=config.timing_rounds,
         )
     return RunSettings(
@@ -1014,7 +1017,7 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
                                 for c in conditions],  # torch_threads None: not recorded
         "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
-        "max_eval_samples": config.max_eval_samples,
+        "max_eval_samples": {m.name: config.hyper[m.name].max_eval_samples for m in config.models},
         "training_examples": training_examples(config),
         "targets": {"layer_speedup": LAYER_SPEEDUP_TARGETS,
                     "wall_to_layer": {str(bs): v for bs, v in WALL_TO_LAYER_TARGETS.items()},
@@ -1059,7 +1062,11 @@ def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
         args += ["--max-train-samples", str(h.max_train_samples)]
     elif (QUICK if config.quick else MODEL_DEFAULTS[model])["max_train_samples"] is not None:
         args += ["--max-train-samples", "all"]
-    for flag, value in (("--max-eval-samples", config.max_eval_samples), ("--glue-dir", config.glue_dir)):
+    if h.max_eval_samples is not None:
+        args += ["--max-eval-samples", str(h.max_eval_samples)]
+    elif (QUICK if config.quick else MODEL_DEFAULTS[model])["max_eval_samples"] is not None:
+        args += ["--max-eval-samples", "all"]
+    for flag, value in (("--glue-dir", config.glue_dir),):
         if value is not None:
             args += [flag, str(value)]
     if config.timing_rounds != (QUICK["timing_rounds"] if config.quick else DEFAULT_TIMING_ROUNDS):
@@ -1304,9 +1311,10 @@ def render_warnings(report: dict) -> list[str]:
         if limit is not None:
             lines.append(f"> **Training subset**: only the first {limit} training examples of each task were used for "
                          f"{model} (`--max-train-samples`).")
-    if report["max_eval_samples"] is not None:
-        lines.append(f"> **Dev subset**: only the first {report['max_eval_samples']} dev examples of each task were "
-                     "evaluated (`--max-eval-samples`).")
+    for model, limit in report["max_eval_samples"].items():
+        if limit is not None:
+            lines.append(f"> **Dev subset**: only the first {limit} dev examples of each task were evaluated for "
+                         f"{model} (`--max-eval-samples`).")
     return [*lines, ""] if lines else []
 
 

@@ -67,7 +67,7 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
             assert entropies == pytest.approx([f * math.log(2) for f in report.ENTROPY_FRACTIONS])
         else:
             assert rule_kinds(run) == {"patience", "layer"}  # regression: no entropy / confidence
-    assert results["max_train_samples"] == {"minilm": 12} and results["max_eval_samples"] == 10
+    assert results["max_train_samples"] == {"minilm": 12} and results["max_eval_samples"] == {"minilm": 10}
     assert results["seeds"] == {"RTE": [42, 43], "STS-B": [42]}
     assert results["training_examples"] == {"minilm": {"RTE": {"available": 16, "used": 12},
                                                        "STS-B": {"available": 16, "used": 12}}}
@@ -170,19 +170,22 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     paths = ["--model-path", f"minilm={tiny}", "--model-path", f"mpnet={tiny}", "--models", "minilm,mpnet",
              "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
     config = config_for(report, [*paths, "--epochs", "2", "--max-train-samples", "MPNet=2000", "--learning-rate",
-                                 "mpnet=2e-5", "--learning-rate", "1e-4", "--batch-size", "minilm=16"])
+                                 "mpnet=2e-5", "--learning-rate", "1e-4", "--batch-size", "minilm=16",
+                                 "--max-eval-samples", "mpnet=300"])
     assert config.hyper["minilm"] == report.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
                                                        batch_size=16, task_epochs=dict(report.TASK_EPOCHS))
     assert config.hyper["mpnet"] == report.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
-                                                      batch_size=32, precision="bf16",
+                                                      batch_size=32, precision="bf16", max_eval_samples=300,
                                                       task_epochs=dict(report.TASK_EPOCHS))
     assert config.timing_rounds == report.DEFAULT_TIMING_ROUNDS
     plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report.plan_runs(config)}
     mpnet = plan[("mpnet", "RTE", 42, "pabee")]
     assert {k: v for k, v in config.run_key(mpnet).items() if k not in ("model", "task", "seed", "method")} == {
         "epochs": 2.0, "learning_rate": 2e-5, "batch_size": 32, "precision": "bf16", "max_train_samples": 2000,
-        "max_eval_samples": None}
+        "max_eval_samples": 300}
     assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["learning_rate"] == 1e-4
+    assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["max_eval_samples"] is None
+    assert report.run_settings(mpnet, config, train=False).max_eval_samples == 300
     train = report.run_settings(mpnet, config, train=True)
     assert train.max_train_samples == 2000 and not train.do_eval
     assert train.train.bf16 and not report.run_settings(plan[("minilm", "RTE", 42, "pabee")], config, True).train.bf16
@@ -237,7 +240,7 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     argv = ["--quick", "--models", "minilm,mpnet", "--model-path", f"minilm={minilm}", "--model-path",
             f"mpnet={mpnet}", "--glue-dir", str(tmp_path / "glue"), "--max-train-samples", "12",
             "--max-train-samples", "mpnet=8", "--learning-rate", "mpnet=1e-4", "--max-eval-samples", "10",
-            "--work-dir", str(work), "--out-dir", str(out)]
+            "--max-eval-samples", "mpnet=6", "--work-dir", str(work), "--out-dir", str(out)]
     # plan order: minilm plain, minilm pabee, mpnet plain, mpnet pabee -> shard 1/2 trains the plain runs
     for shard, trained in (("1/2", ["minilm RTE seed 42 plain", "mpnet RTE seed 42 plain"]),
                            ("2/2", ["minilm RTE seed 42 pabee", "mpnet RTE seed 42 pabee"])):
@@ -268,6 +271,9 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     assert (hyper["minilm"]["max_train_samples"], hyper["minilm"]["learning_rate"]) == (12, 5e-5)
     assert (hyper["mpnet"]["max_train_samples"], hyper["mpnet"]["learning_rate"]) == (8, 1e-4)
     assert results["max_train_samples"] == {"minilm": 12, "mpnet": 8}
+    assert results["max_eval_samples"] == {"minilm": 10, "mpnet": 6}
+    assert {(run["model"], r["num_examples"]) for run in results["runs"] for r in run["records"]} == {
+        ("minilm", 10), ("mpnet", 6)}
     assert results["training_examples"] == {"minilm": {"RTE": {"available": 16, "used": 12}},
                                             "mpnet": {"RTE": {"available": 16, "used": 8}}}
     assert [(c["shards"], c["runs"]) for c in results["training_conditions"]] == [(2, 4)]
@@ -285,6 +291,7 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     markdown = (out / "results.md").read_text()
     assert "only the first 12 training examples of each task were used for minilm" in markdown
     assert "only the first 8 training examples of each task were used for mpnet" in markdown
+    assert "only the first 6 dev examples of each task were evaluated for mpnet" in markdown
     assert "2 timed rounds (`--timing-rounds 2`)" in markdown and "no repeats" not in markdown
     assert "`--train-only --shard K/2`" in markdown and "**mpnet** 1 epoch(s), learning rate 0.0001" in markdown
     assert "--learning-rate 0.0001 --max-train-samples 8" in markdown  # mpnet's own command
