@@ -771,13 +771,14 @@ def load_run(spec: RunSpec, reused: bool) -> dict:
     results.json."""
     meta = read_json(spec.output_dir / RUN_META) or {}
     training = meta.get("training") or {}
+    evaluation = meta.get("evaluation") or {}
     records = final_records(spec)
     return {
         "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
         "output_dir": display_path(spec.output_dir), "reused": reused, "elapsed_s": meta.get("elapsed_s"),
         "train_s": meta.get("train_s"), "eval_s": meta.get("eval_s"),
         "train_threads": training.get("torch_threads"), "train_shard": training.get("shard"),
-        "timing_rounds": timing_rounds_of(records),
+        "timing_rounds": timing_rounds_of(records), "eval_threads": evaluation.get("torch_threads"),
         **training_time(spec.output_dir), "records": records,
     }
 
@@ -1015,7 +1016,8 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "hyper_parameters": {m.name: hyper_parameters(config, m.name) for m in config.models},
         "eval_batch_sizes": list(BATCH_SIZES),
         "timing_rounds": config.timing_rounds,
-        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),  # None: before rounds were recorded
+        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),
+        "eval_threads_used": count_by([r["eval_threads"] for r in runs]),  # None: not recorded  # None: before rounds were recorded
         "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
                                 for c in conditions],  # torch_threads None: not recorded
         "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
@@ -1250,6 +1252,10 @@ def render_timing(report: dict) -> str:
             f"{plural(c['runs'], 'run')} with " + (plural(c["value"], "round") if c["value"] is not None
                                                     else "one pass per rule, not interleaved (older evaluation)")
             for c in other) + "."
+    threads = [c for c in report.get("eval_threads_used", []) if c["value"] is not None]
+    if threads:
+        text += " Evaluations ran with " + "; ".join(
+            f"{plural(c['value'], 'torch thread')} ({plural(c['runs'], 'run')})" for c in threads) + "."
     return text
 
 

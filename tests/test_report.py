@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures import save_tiny_bert, write_glue_task
 
 from pabee.exit_rules import ExitRule
@@ -293,6 +294,9 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     assert "only the first 8 training examples of each task were used for mpnet" in markdown
     assert "only the first 6 dev examples of each task were evaluated for mpnet" in markdown
     assert "2 timed rounds (`--timing-rounds 2`)" in markdown and "no repeats" not in markdown
+    threads = torch.get_num_threads()
+    assert results["eval_threads_used"] == [{"value": threads, "runs": 4}]
+    assert f"Evaluations ran with {threads} torch thread" in markdown
     assert "`--train-only --shard K/2`" in markdown and "**mpnet** 1 epoch(s), learning rate 0.0001" in markdown
     assert "--learning-rate 0.0001 --max-train-samples 8" in markdown  # mpnet's own command
 
