@@ -1,6 +1,7 @@
 """Render eval_results.json files of one or more runs as Markdown tables (one per run and split).
 
     python benchmarks/render_results.py runs/minilm-rte runs/minilm-mrpc > docs/glue-minilm.md
+    python benchmarks/render_results.py --rules patience runs/minilm-rte     # only some exit rules (comma-separated)
 
 Only the final checkpoint is shown; batch sizes 1 and the largest one sit side by side.
 """
@@ -25,8 +26,11 @@ def _label(kind: str, value: float) -> str:
     return f"{kind} {int(value) if kind == 'layer' else value:g}"
 
 
-def render(run_dir: Path) -> str:
+def render(run_dir: Path, kinds: set[str] | None = None) -> str:
+    """Markdown tables of the run's final-checkpoint records (only the exit-rule kinds in ``kinds`` when given)."""
     records = [r for r in json.loads((run_dir / "eval_results.json").read_text()) if r["checkpoint"] == "final"]
+    if kinds is not None:
+        records = [r for r in records if _rule(r)[0] in kinds]
     out = []
     for split in sorted({r["split"] for r in records}):
         rows = [r for r in records if r["split"] == split]
@@ -60,10 +64,19 @@ def render(run_dir: Path) -> str:
 
 
 def main(argv: list[str]) -> int:
+    kinds = None
+    if argv[:1] == ["--rules"] and len(argv) >= 2:
+        kinds = set(argv[1].split(","))
+        unknown = kinds - set(RULE_ORDER)
+        if unknown:
+            print(f"render_results.py: unknown exit rule {sorted(unknown)[0]!r}; choose from {', '.join(RULE_ORDER)}",
+                  file=sys.stderr)
+            return 2
+        argv = argv[2:]
     if not argv:
         print(__doc__)
         return 2
-    print("\n".join(render(Path(d)) for d in argv))
+    print("\n".join(render(Path(d), kinds) for d in argv))
     return 0
 
 
