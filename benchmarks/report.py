@@ -1302,8 +1302,9 @@ def render_setup(report: dict) -> list[str]:
         "Wall / layer = wall-clock speed-up / layer speed-up (means over seeds).",
         f"- **Machine**: {mach['cpu_model']}, {mach['logical_cores']} logical cores ({mach['usable_cores']} usable), "
         f"torch threads {mach['torch_num_threads']} (this invocation); Python {mach['python_version']}, torch "
-        f"{mach['torch_version']}, transformers {mach['transformers_version']}; {mach['platform']}. Evaluations ran "
-        "one at a time, on a machine other jobs may share.",
+        f"{mach['torch_version']}, transformers {mach['transformers_version']}; {mach['platform']}. One invocation "
+        "evaluates its runs one after another, but invocations (and other jobs) may share the machine: this is not "
+        "recorded, the discussion says how the runs were made.",
         f"- **Run time**: this invocation {format_seconds(report['total_seconds'])}; the {report['num_runs']} runs "
         f"took {format_seconds(report['runs_seconds'])} in all{render_split(report)}, summed over runs whatever "
         f"invocation ran them ({report['num_reused']} finished runs reused from earlier invocations).",
