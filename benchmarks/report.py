@@ -980,7 +980,9 @@ def hyper_parameters(config: ReportConfig, model: str) -> dict:
     hyper["classifier_learning_rate"] = classifier_lr
     hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
     hyper["max_train_samples"] = config.hyper[model].max_train_samples
-    hyper["task_epochs"] = {get_task(name).folder: e for name, e in config.hyper[model].task_epochs.items()}
+    runs = {t.name for t in config.tasks.get(model, [])}  # only the overrides of tasks this model trains on
+    hyper["task_epochs"] = {get_task(name).folder: e for name, e in config.hyper[model].task_epochs.items()
+                            if name in runs}
     return hyper
 
 

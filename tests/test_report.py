@@ -205,6 +205,9 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     full = config_for(report, paths)
     for name in ("minilm", "mpnet"):
         assert full.hyper[name] == report.ModelHyper(**report.MODEL_DEFAULTS[name], task_epochs=dict(report.TASK_EPOCHS))
+    # SST-2's epochs are shown only for the model that trains on SST-2 (MPNet does not by default)
+    assert report.hyper_parameters(full, "minilm")["task_epochs"] == {"SST-2": 2.0}
+    assert report.hyper_parameters(full, "mpnet")["task_epochs"] == {}
     quick = config_for(report, [*paths, "--quick", "--max-train-samples", "mpnet=all"])
     assert quick.hyper["minilm"].max_train_samples == report.QUICK["max_train_samples"]
     assert quick.hyper["mpnet"].max_train_samples is None and quick.hyper["mpnet"].epochs == report.QUICK["epochs"]
