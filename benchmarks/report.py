@@ -1018,8 +1018,8 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "hyper_parameters": {m.name: hyper_parameters(config, m.name) for m in config.models},
         "eval_batch_sizes": list(BATCH_SIZES),
         "timing_rounds": config.timing_rounds,
-        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),
-        "eval_threads_used": count_by([r["eval_threads"] for r in runs]),  # None: not recorded  # None: before rounds were recorded
+        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),  # None: before rounds were recorded
+        "eval_threads_used": count_by([r["eval_threads"] for r in runs]),  # None: not recorded
         "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
                                 for c in conditions],  # torch_threads None: not recorded
         "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
@@ -1060,21 +1060,18 @@ def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
     h = config.hyper[model]
     args = ["--models", model, "--tasks", task.folder, "--seeds",
             ",".join(map(str, config.seeds_for(model, task))), "--epochs", f"{h.epochs_for(task):g}", "--learning-rate", f"{h.learning_rate:g}"]
-    if h.batch_size != (QUICK if config.quick else MODEL_DEFAULTS[model])["batch_size"]:
-        args += ["--batch-size", str(h.batch_size)]
-    if h.precision != (QUICK if config.quick else MODEL_DEFAULTS[model])["precision"]:
-        args += ["--precision", h.precision]
-    if h.max_train_samples is not None:
-        args += ["--max-train-samples", str(h.max_train_samples)]
-    elif (QUICK if config.quick else MODEL_DEFAULTS[model])["max_train_samples"] is not None:
-        args += ["--max-train-samples", "all"]
-    if h.max_eval_samples is not None:
-        args += ["--max-eval-samples", str(h.max_eval_samples)]
-    elif (QUICK if config.quick else MODEL_DEFAULTS[model])["max_eval_samples"] is not None:
-        args += ["--max-eval-samples", "all"]
-    for flag, value in (("--glue-dir", config.glue_dir),):
+    defaults = QUICK if config.quick else MODEL_DEFAULTS[model]
+    for name in ("batch_size", "precision"):
+        if getattr(h, name) != defaults[name]:
+            args += [HYPER_FLAGS[name], str(getattr(h, name))]
+    for name in ("max_train_samples", "max_eval_samples"):  # a subset is always spelled out; "all" overrides one
+        value = getattr(h, name)
         if value is not None:
-            args += [flag, str(value)]
+            args += [HYPER_FLAGS[name], str(value)]
+        elif defaults[name] is not None:
+            args += [HYPER_FLAGS[name], "all"]
+    if config.glue_dir is not None:
+        args += ["--glue-dir", str(config.glue_dir)]
     if config.timing_rounds != (QUICK["timing_rounds"] if config.quick else DEFAULT_TIMING_ROUNDS):
         args += ["--timing-rounds", str(config.timing_rounds)]
     if model in config.model_paths:
@@ -1318,14 +1315,11 @@ def render_warnings(report: dict) -> list[str]:
     lines = []
     if report["quick"]:
         lines.append("> **Quick smoke run** (`--quick`): tiny training and dev subsets, not results.")
-    for model, limit in report["max_train_samples"].items():
-        if limit is not None:
-            lines.append(f"> **Training subset**: only the first {limit} training examples of each task were used for "
-                         f"{model} (`--max-train-samples`).")
-    for model, limit in report["max_eval_samples"].items():
-        if limit is not None:
-            lines.append(f"> **Dev subset**: only the first {limit} dev examples of each task were evaluated for "
-                         f"{model} (`--max-eval-samples`).")
+    for key, what, done in (("max_train_samples", "Training", "used for"), ("max_eval_samples", "Dev", "evaluated for")):
+        for model, limit in report[key].items():
+            if limit is not None:
+                lines.append(f"> **{what} subset**: only the first {limit} {what.lower()} examples of each task were "
+                             f"{done} {model} (`{HYPER_FLAGS[key]}`).")
     return [*lines, ""] if lines else []
 
 
