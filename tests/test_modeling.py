@@ -45,6 +45,27 @@ def test_batched_equals_one_at_a_time(arch, pooling):
     assert len(seen_exits) > 1, "the test must exercise rows leaving at different layers"
 
 
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+@pytest.mark.parametrize("arch", ["bert", "mpnet"])
+def test_unpadded_batch_without_a_mask_equals_one_at_a_time(arch, pooling):
+    """No padding anywhere: the mask may be omitted or all ones, and rows still leave on their own."""
+    model = make_model(arch, pooling=pooling)
+    ids, _ = random_batch(batch=8, max_len=10, min_len=10)
+    ones = torch.ones_like(ids)
+    seen_exits = set()
+    with torch.no_grad():
+        for patience in (1, 2):
+            alone_logits, alone_exits = one_at_a_time(model, ids, ones, patience=patience)
+            for mask in (None, ones):
+                batched = model(ids, attention_mask=mask, patience=patience)
+                assert batched.exit_layers.tolist() == alone_exits.tolist()
+                torch.testing.assert_close(batched.logits, alone_logits, atol=ATOL, rtol=0)
+                single = model(ids[:1], attention_mask=None if mask is None else mask[:1], patience=patience)
+                assert single.exit_layers.tolist() == alone_exits[:1].tolist()
+            seen_exits.update(alone_exits.tolist())
+    assert len(seen_exits) > 1, "the test must exercise rows leaving at different layers"
+
+
 @pytest.mark.parametrize("arch", ["bert", "albert", "mpnet"])
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 5])
 def test_same_answers_at_every_batch_size(arch, batch_size):

@@ -37,13 +37,13 @@ class BackboneDriver:
     layer_extra: Callable[[nn.Module, Tensor], Tensor | None] = lambda backbone, hidden: None
     uses_token_type_ids: bool = True
 
-    def prepare_mask(self, backbone: nn.Module, hidden: Tensor, attention_mask: Tensor) -> Tensor | None:
+    def prepare_mask(self, backbone: nn.Module, hidden: Tensor, attention_mask: Tensor | None) -> Tensor | None:
         """The mask the layers expect (format depends on the attention implementation), from a (B,S) 0/1 mask.
 
-        None when no position is masked: every attention implementation then attends everywhere, which is what
-        the all-ones mask means, without building or adding a mask.
+        None when no position is masked (``attention_mask`` None or all ones): every attention implementation then
+        attends everywhere, which is what the all-ones mask means, without building or adding a mask.
         """
-        if bool(attention_mask.all()):
+        if attention_mask is None or bool(attention_mask.all()):
             return None
         return create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask)
 
@@ -59,8 +59,12 @@ def trim_layer_extra(extra: Tensor | None, seq_len: int) -> Tensor | None:
 
 
 def _bert_embed(backbone: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
+    return backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
+
+
+def _electra_embed(backbone: nn.Module, input_ids: Tensor, token_type_ids: Tensor | None) -> Tensor:
     hidden = backbone.embeddings(input_ids=input_ids, token_type_ids=token_type_ids)
-    project = getattr(backbone, "embeddings_project", None)  # ELECTRA when embedding size != hidden size
+    project = getattr(backbone, "embeddings_project", None)  # only when embedding size != hidden size
     return project(hidden) if project is not None else hidden
 
 
@@ -84,7 +88,7 @@ _BERT = BackboneDriver(
     embed=_bert_embed, layer=_encoder_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_own_pooler
 )
 _ELECTRA = BackboneDriver(
-    embed=_bert_embed, layer=_encoder_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=lambda b: None
+    embed=_electra_embed, layer=_encoder_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=lambda b: None
 )
 
 # --- ALBERT: embeddings -> embedding_hidden_mapping_in -> shared layer groups ------------------------------------

@@ -96,6 +96,7 @@ class PabeeForSequenceClassification(nn.Module):
         if not self._mean_pooling and self.driver.pooler(backbone) is None:
             self.pooler = ClsPooler(hidden_size)
         self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_labels) for _ in range(self.num_layers))
+        self._regression = num_labels == 1  # the classifiers' shape, fixed here (read on every batch-1 call)
         std = getattr(config, "initializer_range", 0.02)
         for module in [*self.classifiers, *([self.pooler.dense] if self.pooler is not None else [])]:
             nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -148,7 +149,12 @@ class PabeeForSequenceClassification(nn.Module):
             self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
         )
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
-        input_ids, attention_mask, token_type_ids = _trim_trailing_padding(input_ids, attention_mask, token_type_ids)
+        # From here on attention_mask is None when no position is padding (one check here instead of one per step:
+        # at batch size 1 every tensor-to-Python read costs as much as a small op).
+        if attention_mask is not None and bool(attention_mask.all()):
+            attention_mask = None
+        if attention_mask is not None:
+            input_ids, attention_mask, token_type_ids = _trim_trailing_padding(input_ids, attention_mask, token_type_ids)
         hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)  # (B,S,H)
 
         if self.training or labels is not None or output_all_layers:
@@ -187,8 +193,13 @@ class PabeeForSequenceClassification(nn.Module):
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
         return self._run_layers(self.driver.embed(self.backbone, input_ids, token_type_ids), attention_mask)
 
-    def _run_layers(self, hidden: torch.Tensor, attention_mask: torch.Tensor, depth: int | None = None) -> torch.Tensor:
-        """The first ``depth`` layers (default: all) for every row, no classifiers: (B,S,H) -> (B,S,H)."""
+    def _run_layers(
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, depth: int | None = None
+    ) -> torch.Tensor:
+        """The first ``depth`` layers (default: all) for every row, no classifiers: (B,S,H) -> (B,S,H).
+
+        attention_mask (B,S), or None when no position is padding (as for every method below).
+        """
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
         for i in range(self.num_layers if depth is None else depth):
@@ -200,9 +211,7 @@ class PabeeForSequenceClassification(nn.Module):
             raise TypeError("input_ids must be a (batch, seq) tensor of token ids")
         if input_ids.size(0) == 0 or input_ids.size(1) == 0:
             raise ValueError(f"empty batch: input_ids has shape {tuple(input_ids.shape)}")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        elif attention_mask.shape != input_ids.shape:
+        if attention_mask is not None and attention_mask.shape != input_ids.shape:
             raise ValueError(
                 f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
             )
@@ -230,7 +239,7 @@ class PabeeForSequenceClassification(nn.Module):
         head = self.classifiers[i]
         return F.linear(pooled, head.weight, head.bias)
 
-    def _all_layer_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _all_layer_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Every layer for every row; returns (L,B,C)."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
@@ -241,7 +250,7 @@ class PabeeForSequenceClassification(nn.Module):
         return torch.stack(all_logits)
 
     def _early_exit(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, rule: ExitRule, threshold: float
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rule: ExitRule, threshold: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-by-layer inference where each row leaves as soon as ``rule`` lets it out.
 
@@ -255,7 +264,7 @@ class PabeeForSequenceClassification(nn.Module):
             depth = min(rule.value, self.num_layers) if rule.kind == "layer" else self.num_layers
             hidden = self._run_layers(hidden, attention_mask, depth)
             exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
-            padded = None if bool(attention_mask.all()) else attention_mask
+            padded = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
             return self._classify(depth - 1, hidden, padded), exits
         patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
         stop = None if patience else THRESHOLD_TESTS[rule.kind]
@@ -288,27 +297,29 @@ class PabeeForSequenceClassification(nn.Module):
                 keep = ~done
                 if not bool(keep.any()):
                     break
-                rows, counter, logits = rows[keep], counter[keep], logits[keep]
-                hidden, attention_mask = hidden[keep], attention_mask[keep]
-                hidden, attention_mask = _trim_trailing_columns(hidden, attention_mask)
-                mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-                extra = trim_layer_extra(extra, hidden.size(1))
+                rows, counter, logits, hidden = rows[keep], counter[keep], logits[keep], hidden[keep]
+                if attention_mask is not None:  # the rows left may need fewer columns, or none padded
+                    hidden, attention_mask = _trim_trailing_columns(hidden, attention_mask[keep])
+                    mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
+                    extra = trim_layer_extra(extra, hidden.size(1))
             previous = logits
         return logits_out, exit_layers
 
     def _early_exit_one(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, patience: int, threshold: float
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, patience: int, threshold: float
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The same rule as ``_early_exit`` for a single example, with the counter kept as Python values
         (no per-layer tensor bookkeeping: at batch size 1 that bookkeeping costs as much as a classifier)."""
-        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-        extra = self.driver.layer_extra(self.backbone, hidden)
-        regression = self.is_regression
+        driver, backbone, classify = self.driver, self.backbone, self._classify  # looked up once, not per layer
+        mask = driver.prepare_mask(backbone, hidden, attention_mask)
+        extra = driver.layer_extra(backbone, hidden)
+        pool_mask = attention_mask if mask is not None else None
+        regression, last = self._regression, self.num_layers - 1
         previous = None
         counter = 0
         for i in range(self.num_layers):
-            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (1,C)
+            hidden = driver.run_layer(driver.layer(backbone, i), hidden, mask, extra)
+            logits = classify(i, hidden, pool_mask)  # (1,C)
             current = logits if regression else _argmax_of_row(logits)
             if previous is not None:
                 if regression:  # same float32 arithmetic as predictions_agree
@@ -316,13 +327,13 @@ class PabeeForSequenceClassification(nn.Module):
                 else:
                     agree = previous == current
                 counter = counter + 1 if agree else 0
-            if counter >= patience or i == self.num_layers - 1:
+            if counter >= patience or i == last:
                 return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
             previous = current
         raise AssertionError("unreachable: the last layer always exits")
 
     def _early_exit_one_threshold(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor, rule: ExitRule
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rule: ExitRule
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The entropy / confidence rule for a single example: stop at the first layer whose logits pass."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
@@ -434,7 +445,7 @@ def _argmax_of_row(logits: torch.Tensor) -> int:
     """argmax of a (1,C) tensor as a Python int, as ``torch.argmax`` picks it (the first maximum; NaN counts as the
     maximum). One ``tolist`` instead of an argmax kernel and an ``int`` conversion: at batch size 1 this runs after
     every layer."""
-    row = logits[0].tolist()
+    row = logits.tolist()[0]
     best = 0
     for j in range(1, len(row)):
         value = row[j]
