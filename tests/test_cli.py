@@ -134,6 +134,29 @@ def test_every_glue_task_trains_evaluates_and_predicts(task, tiny_bert, glue_roo
                                                    "contradiction"}
 
 
+def test_fresh_regression_heads_start_at_the_mean_label_but_a_saved_model_keeps_its_own(tiny_bert, glue_root, tmp_path):
+    from pabee.modeling import PabeeForSequenceClassification
+
+    labels = [float(row.label) for row in read_glue_split("STS-B", glue_root / "STS-B", "train")]
+    mean = sum(labels) / len(labels)
+    frozen = ["--learning_rate", "1e-12", "--classifier_learning_rate", "1e-12", "--max_steps", "1", "--no_eval", *QUIET]
+    common = ["train", "--task_name", "STS-B", "--data_dir", str(glue_root / "STS-B")]
+    assert main([*common, "--model_name_or_path", str(tiny_bert), "--output_dir", str(tmp_path / "a"), *frozen]) == 0
+    biases = [float(h.bias.detach()) for h in PabeeForSequenceClassification.from_pretrained(tmp_path / "a").classifiers]
+    assert biases == pytest.approx([mean] * len(biases), abs=1e-6)
+    assert abs(mean) > 0.1, "the fixture's labels must have a mean away from the zero-initialised bias"
+
+    # Training further from a saved pabee model must not reset its trained heads.
+    model = PabeeForSequenceClassification.from_pretrained(tmp_path / "a")
+    with __import__("torch").no_grad():
+        for head in model.classifiers:
+            head.bias.fill_(-7.0)
+    model.save_pretrained(tmp_path / "b")
+    assert main([*common, "--model_name_or_path", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c"), *frozen]) == 0
+    biases = [float(h.bias.detach()) for h in PabeeForSequenceClassification.from_pretrained(tmp_path / "c").classifiers]
+    assert biases == pytest.approx([-7.0] * len(biases), abs=1e-6)
+
+
 def test_custom_csv_files(tiny_bert, tmp_path):
     rows = ["text,label"] + [f"the cat is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(20)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")

@@ -85,3 +85,24 @@ def test_unknown_sampling_strategy_is_refused():
 
     with pytest.raises(ValueError, match="train_sampling_strategy"):
         TrainSettings(output_dir="x", train_sampling_strategy="sorted")
+
+
+def test_regression_heads_start_at_the_mean_label_and_only_their_biases_change():
+    import pytest
+    import torch
+
+    from pabee.train import init_regression_heads
+
+    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels=1), PabeeConfig())
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert init_regression_heads(model, [1.0, 2.0, 3.0, 6.0]) == pytest.approx(3.0)
+    for name, value in model.state_dict().items():
+        if name.startswith("classifiers.") and name.endswith(".bias"):
+            assert torch.equal(value, torch.full_like(value, 3.0)), name
+        else:
+            assert torch.equal(value, before[name]), name
+    with pytest.raises(ValueError, match="at least one"):
+        init_regression_heads(model, [])
+    classifier = PabeeForSequenceClassification(tiny_backbone("bert", num_labels=2), PabeeConfig())
+    with pytest.raises(ValueError, match="regression"):
+        init_regression_heads(classifier, [0, 1])

@@ -32,7 +32,7 @@ from .evaluate import (
 from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
 from .tasks import TaskSpec, custom_task, get_task
-from .train import TrainSettings, check_output_dir, train
+from .train import TrainSettings, check_output_dir, init_regression_heads, train
 
 logger = logging.getLogger(__name__)
 
@@ -226,6 +226,9 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                 tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
             )
         train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
+        if task.is_regression and not is_pabee_folder(source):  # fresh heads: start them at the mean label
+            mean = init_regression_heads(model, train_features.labels)
+            logger.info("regression heads start at the mean training label %.4g", mean)
         logger.info("training on %d examples of %s", len(train_features), task.name)
         metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training)
         logger.info("training done: %s", metrics)
