@@ -1286,8 +1286,7 @@ def render_setup(report: dict) -> list[str]:
         "- **Training** (the same for plain and PABEE of a model, per seed): "
         + "; ".join(f"**{name}** {render_hyper(hyper)}" for name, hyper in hypers.items())
         + ". Plain = loss weighting `last` (one classifier on the last layer); PABEE = the default weighting "
-        "(classifier i weighted i / Σ i). Regression heads (STS-B) start with their bias at the mean training label "
-        "(`pabee.train.init_regression_heads`, what `pabee train` does for fresh heads).",
+        "(classifier i weighted i / Σ i).",
         render_conditions(report),
         f"- **Seeds**: {seeds}. Tables give the mean over seeds (± sample standard deviation with more than one).",
         "- **Training examples used**: "

@@ -134,27 +134,44 @@ def test_every_glue_task_trains_evaluates_and_predicts(task, tiny_bert, glue_roo
                                                    "contradiction"}
 
 
-def test_fresh_regression_heads_start_at_the_mean_label_but_a_saved_model_keeps_its_own(tiny_bert, glue_root, tmp_path):
+def test_regression_head_init_mean_starts_fresh_heads_at_the_mean_label(tiny_bert, glue_root, tmp_path):
     from pabee.modeling import PabeeForSequenceClassification
+
+    def biases(folder):
+        return [float(h.bias.detach()) for h in PabeeForSequenceClassification.from_pretrained(folder).classifiers]
 
     labels = [float(row.label) for row in read_glue_split("STS-B", glue_root / "STS-B", "train")]
     mean = sum(labels) / len(labels)
-    frozen = ["--learning_rate", "1e-12", "--classifier_learning_rate", "1e-12", "--max_steps", "1", "--no_eval", *QUIET]
-    common = ["train", "--task_name", "STS-B", "--data_dir", str(glue_root / "STS-B")]
-    assert main([*common, "--model_name_or_path", str(tiny_bert), "--output_dir", str(tmp_path / "a"), *frozen]) == 0
-    biases = [float(h.bias.detach()) for h in PabeeForSequenceClassification.from_pretrained(tmp_path / "a").classifiers]
-    assert biases == pytest.approx([mean] * len(biases), abs=1e-6)
     assert abs(mean) > 0.1, "the fixture's labels must have a mean away from the zero-initialised bias"
+    frozen = ["--learning_rate", "1e-12", "--classifier_learning_rate", "1e-12", "--max_steps", "1", "--no_eval", *QUIET]
+    common = ["train", "--task_name", "STS-B", "--data_dir", str(glue_root / "STS-B"), *frozen]
+    assert main([*common, "--model_name_or_path", str(tiny_bert), "--output_dir", str(tmp_path / "zero")]) == 0
+    assert biases(tmp_path / "zero") == pytest.approx([0.0] * 4, abs=1e-6)  # the default: as transformers does
+    mean_init = ["--regression_head_init", "mean"]
+    assert main([*common, *mean_init, "--model_name_or_path", str(tiny_bert), "--output_dir", str(tmp_path / "a")]) == 0
+    assert biases(tmp_path / "a") == pytest.approx([mean] * 4, abs=1e-6)
 
-    # Training further from a saved pabee model must not reset its trained heads.
+    # Training further from a saved pabee model never resets its trained heads.
     model = PabeeForSequenceClassification.from_pretrained(tmp_path / "a")
     with __import__("torch").no_grad():
         for head in model.classifiers:
             head.bias.fill_(-7.0)
     model.save_pretrained(tmp_path / "b")
-    assert main([*common, "--model_name_or_path", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c"), *frozen]) == 0
-    biases = [float(h.bias.detach()) for h in PabeeForSequenceClassification.from_pretrained(tmp_path / "c").classifiers]
-    assert biases == pytest.approx([-7.0] * len(biases), abs=1e-6)
+    assert main([*common, *mean_init, "--model_name_or_path", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c")]) == 0
+    assert biases(tmp_path / "c") == pytest.approx([-7.0] * 4, abs=1e-6)
+
+
+def test_bad_regression_head_init_is_refused(tiny_bert, glue_root, tmp_path, capsys):
+    from pabee.runner import RunSettings, run
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--task_name", "STS-B", "--data_dir", str(glue_root / "STS-B"), "--model_name_or_path",
+              str(tiny_bert), "--output_dir", str(tmp_path / "x"), "--regression_head_init", "median"])
+    assert exit_info.value.code == 2 and "--regression_head_init" in capsys.readouterr().err
+    settings = RunSettings(task_name="STS-B", data_dir=str(glue_root / "STS-B"), model_name_or_path=str(tiny_bert),
+                           output_dir=str(tmp_path / "y"), do_train=True, regression_head_init="Mean")
+    with pytest.raises(ValueError, match="regression_head_init must be 'zero' or 'mean'"):
+        run(settings)
 
 
 def test_custom_csv_files(tiny_bert, tmp_path):

@@ -162,6 +162,9 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--pooling", choices=["cls", "mean"], default=None,
                    help="what the internal classifiers read (default: the model's own sentence-transformers "
                         "pooling if it declares one, else cls = the pooler on the first token)")
+    p.add_argument("--regression_head_init", choices=["zero", "mean"], default="zero",
+                   help="regression tasks trained from fresh heads: start every head's bias at 0 (default, as "
+                        "transformers does) or at the mean training label (helps short runs, see README)")
     p.add_argument("--classifier_learning_rate", type=float, default=None,
                    help="learning rate of the internal classifiers (default: 20 x --learning_rate)")
     p.add_argument("--disable_tqdm", action="store_true")
@@ -297,6 +300,7 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         max_eval_samples=args.max_eval_samples,
         loss_weighting=args.loss_weighting,
         pooling=args.pooling,
+        regression_head_init=args.regression_head_init,
         progress=not args.disable_tqdm,
         train=train,
     )

@@ -75,6 +75,7 @@ class RunSettings:
     max_eval_samples: int | None = None
     loss_weighting: str | None = None
     pooling: str | None = None
+    regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
     progress: bool = True
     train: TrainSettings | None = None
 
@@ -194,6 +195,12 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         warnings.warn(
             f"--regression_threshold is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
+    if settings.regression_head_init not in ("zero", "mean"):
+        raise ValueError(f"regression_head_init must be 'zero' or 'mean', got {settings.regression_head_init!r}")
+    if settings.regression_head_init == "mean" and not task.is_regression:
+        warnings.warn(
+            f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
+        )
     source = settings.model_name_or_path or (default_model_path() if settings.do_train else settings.output_dir)
     if settings.model_type is not None:
         _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
@@ -226,9 +233,12 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                 tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
             )
         train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
-        if task.is_regression and not is_pabee_folder(source):  # fresh heads: start them at the mean label
-            mean = init_regression_heads(model, train_features.labels)
-            logger.info("regression heads start at the mean training label %.4g", mean)
+        if settings.regression_head_init == "mean" and task.is_regression:
+            if is_pabee_folder(source):
+                logger.warning("--regression_head_init mean is ignored: %s has trained heads", source)
+            else:
+                mean = init_regression_heads(model, train_features.labels)
+                logger.info("regression heads start at the mean training label %.4g", mean)
         logger.info("training on %d examples of %s", len(train_features), task.name)
         metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training)
         logger.info("training done: %s", metrics)

@@ -79,9 +79,10 @@ def init_regression_heads(model, labels) -> float:
     """Start every regression head at the mean training label (bias = mean, weights untouched); returns the mean.
 
     Fresh heads predict about 0. On STS-B (labels 0..5, mean 2.4) the first steps' squared error is then mostly that
-    offset: its large gradient is clipped (``max_grad_norm``), and with the loss shared by L heads each head moves
-    slowly, so a short run ends with under-trained heads (measured on MPNet-base, 2000 STS-B examples, 2 epochs:
-    PABEE full-depth dev Pearson 0.80 with zero biases, 0.94 with this start). Call it only on fresh heads.
+    offset, and in a short run the heads can end under-trained: on MPNet-base (2000 STS-B examples, 2 epochs) PABEE's
+    full-depth dev Pearson was 0.80 with zero biases and 0.94 with this start. It is not a free win: on MiniLM-L6
+    trained 5 epochs on the full set it cost 1.5-2.5 Pearson points (plain and PABEE alike), so ``pabee train``
+    applies it only with ``--regression_head_init mean``. Call it only on fresh heads.
     """
     if model.num_labels != 1:
         raise ValueError(f"init_regression_heads is for regression models (1 label), this one has {model.num_labels}")
