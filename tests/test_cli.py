@@ -174,6 +174,21 @@ def test_bad_regression_head_init_is_refused(tiny_bert, glue_root, tmp_path, cap
         run(settings)
 
 
+def test_same_seed_gives_the_same_trained_model_and_another_seed_does_not(tiny_bert, glue_root, tmp_path):
+    from safetensors.torch import load_file
+
+    def train(name, seed):
+        args = ["train", "--model_name_or_path", str(tiny_bert), "--task_name", "RTE", "--data_dir",
+                str(glue_root / "RTE"), "--output_dir", str(tmp_path / name), "--max_steps", "2", "--seed", seed,
+                "--no_eval", *QUIET]
+        assert main(args) == 0
+        return load_file(str(tmp_path / name / "model.safetensors"))
+
+    a, b, c = train("a", "42"), train("b", "42"), train("c", "7")
+    assert all(a[k].equal(b[k]) for k in a)  # the fresh classifiers are initialised after seeding
+    assert not a["classifiers.0.weight"].equal(c["classifiers.0.weight"])
+
+
 def test_custom_csv_files(tiny_bert, tmp_path):
     rows = ["text,label"] + [f"the cat is {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(20)]
     (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")

@@ -9,6 +9,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from transformers import set_seed
+
 from .backbones import supported_model_types
 from .config import is_pabee_folder
 from .data import (
@@ -216,6 +218,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if not data.train:
             raise DataError("no training data")
         train_examples = _limit(data.train, settings.max_train_samples)
+        set_seed(settings.train.seed)  # before the fresh classifiers are initialised: same seed, same run
         model = PabeeForSequenceClassification.from_pretrained(
             source,
             num_labels=task.num_labels,
