@@ -135,6 +135,8 @@ def test_every_glue_task_trains_evaluates_and_predicts(task, tiny_bert, glue_roo
 
 
 def test_regression_head_init_mean_starts_fresh_heads_at_the_mean_label(tiny_bert, glue_root, tmp_path):
+    import torch
+
     from pabee.modeling import PabeeForSequenceClassification
 
     def biases(folder):
@@ -153,7 +155,7 @@ def test_regression_head_init_mean_starts_fresh_heads_at_the_mean_label(tiny_ber
 
     # Training further from a saved pabee model never resets its trained heads.
     model = PabeeForSequenceClassification.from_pretrained(tmp_path / "a")
-    with __import__("torch").no_grad():
+    with torch.no_grad():
         for head in model.classifiers:
             head.bias.fill_(-7.0)
     model.save_pretrained(tmp_path / "b")

@@ -96,7 +96,7 @@ class PabeeForSequenceClassification(nn.Module):
         if not self._mean_pooling and self.driver.pooler(backbone) is None:
             self.pooler = ClsPooler(hidden_size)
         self.classifiers = nn.ModuleList(nn.Linear(hidden_size, num_labels) for _ in range(self.num_layers))
-        self._regression = num_labels == 1  # the classifiers' shape, fixed here (read on every batch-1 call)
+        self._regression = num_labels == 1  # fixed by the classifiers' shape; read through is_regression
         std = getattr(config, "initializer_range", 0.02)
         for module in [*self.classifiers, *([self.pooler.dense] if self.pooler is not None else [])]:
             nn.init.normal_(module.weight, mean=0.0, std=std)
@@ -118,7 +118,7 @@ class PabeeForSequenceClassification(nn.Module):
 
     @property
     def is_regression(self) -> bool:
-        return self.num_labels == 1
+        return self._regression
 
     # ------------------------------------------------------------------ forward
 
@@ -314,7 +314,7 @@ class PabeeForSequenceClassification(nn.Module):
         mask = driver.prepare_mask(backbone, hidden, attention_mask)
         extra = driver.layer_extra(backbone, hidden)
         pool_mask = attention_mask if mask is not None else None
-        regression, last = self._regression, self.num_layers - 1
+        regression, last = self.is_regression, self.num_layers - 1
         previous = None
         counter = 0
         for i in range(self.num_layers):
