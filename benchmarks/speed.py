@@ -218,6 +218,56 @@ def exit_pass(model, batches, patience: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.cat(exits), preds, logits_all
 
 
+def layer_weights_mib(model: PabeeForSequenceClassification) -> float:
+    """Mean size of one encoder layer's parameters, in MiB (ALBERT's shared groups counted once per layer)."""
+    layers = model.driver.layers(model.backbone)
+    total = sum(p.numel() * p.element_size() for layer in layers for p in layer.parameters())
+    return total / len(layers) / 2**20
+
+
+def block_size(block_examples: int, batch_size: int) -> int:
+    """Consecutive batches a configuration runs in its turn: ``block_examples`` examples' worth, at least one."""
+    return max(1, block_examples // batch_size)
+
+
+def check_batch_interleaving(args, model, batches, exits, probe, before_round, log) -> dict:
+    """Batch size 1 again, full depth and every patience interleaved batch by batch (blocks of one example).
+
+    Then every call starts from the CPU caches another configuration left, often a deeper one: the early exits
+    lose the locality they have when a configuration runs consecutive examples (their fewer layers' weights stay
+    cached from one example to the next). Recorded to show how much the verdict depends on that.
+    """
+    L = model.num_layers
+    configs = {f"p{p}": wrapper_forward(model, p) for p in [0, *args.patience]}
+    log(f"batch size 1: interleaving check, {len(configs)} configurations batch by batch ...")
+    timed = time_interleaved_batches(
+        configs,
+        batches,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        stall_probe=probe,
+        max_contention=args.max_contention,
+        max_retries=args.max_retries,
+        before_round=before_round,
+        block=1,
+    )
+    full = timed.results["p0"]
+    rows = []
+    for p in args.patience:
+        t = timed.results[f"p{p}"]
+        layer_speedup = L / float(exits[1, p].double().mean())
+        rows.append(
+            {
+                "patience": p,
+                "time": t.to_dict(),
+                "wallclock_speedup": full.mean_s / t.mean_s,
+                "ratio_wall_to_layer": full.mean_s / t.mean_s / layer_speedup,
+                "ratio_wall_to_layer_per_round": [r / layer_speedup for r in paired_ratios(full, t)],
+            }
+        )
+    return {"block": 1, "full_depth_time": full.to_dict(), "results": rows, "discarded": timed.discarded}
+
+
 def _ratio_stats(ratios: list[float]) -> dict[str, float]:
     mean, std = mean_std(ratios)
     return {"mean": mean, "std": std, "min": min(ratios), "max": max(ratios)}
@@ -241,6 +291,7 @@ def measure(args, model, batches_by_size, log) -> dict:
 
     timings: dict[str, TimingResult] = {}
     timing_rounds = []
+    interleaving_check = None
     probe = cpu_stall_seconds if cpu_stall_seconds() is not None else None
     t0 = time.perf_counter()
     for bs, batches in batches_by_size.items():
@@ -257,9 +308,10 @@ def measure(args, model, batches_by_size, log) -> dict:
             if probe is not None and args.quiet_timeout > 0:
                 waited.append(wait_for_quiet(probe, args.max_contention, timeout_s=args.quiet_timeout))
 
+        block = block_size(args.block_examples, bs)
         log(
-            f"batch size {bs}: {len(configs)} configurations interleaved batch by batch over {len(batches)} batches, "
-            f"{args.warmup} warm-up + {args.repeats} timed round(s) ..."
+            f"batch size {bs}: {len(configs)} configurations interleaved in blocks of {block} batch(es) over "
+            f"{len(batches)} batches, {args.warmup} warm-up + {args.repeats} timed round(s) ..."
         )
         timed = time_interleaved_batches(
             configs,
@@ -270,6 +322,7 @@ def measure(args, model, batches_by_size, log) -> dict:
             max_contention=args.max_contention,
             max_retries=args.max_retries,
             before_round=before_round,
+            block=block,
         )
         for name, result in timed.results.items():
             timings[f"bs{bs}/{name}"] = result
@@ -286,6 +339,8 @@ def measure(args, model, batches_by_size, log) -> dict:
         )
         if timed.discarded:
             log(f"batch size {bs}: {timed.discarded} round(s) discarded for CPU contention and run again")
+        if bs == 1 and block > 1:
+            interleaving_check = check_batch_interleaving(args, model, batches, exits, probe, before_round, log)
     elapsed = time.perf_counter() - t0
 
     first_bs = next(iter(batches_by_size))
@@ -353,6 +408,7 @@ def measure(args, model, batches_by_size, log) -> dict:
     return {
         "overhead": overhead,
         "results": results,
+        "interleaving_check": interleaving_check,
         "timing_wall_s": elapsed,
         "timing_rounds": timing_rounds,
         "contention_measured": probe is not None,
@@ -360,6 +416,25 @@ def measure(args, model, batches_by_size, log) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- report
+
+
+def _blocks_text(report: dict) -> str:
+    per_size = [
+        f"{block_size(report['settings']['block_examples'], bs)} at batch size {bs}"
+        for bs in report["settings"]["batch_sizes"]
+    ]
+    return ", ".join(per_size)
+
+
+def _caches_text(caches: list[dict]) -> str:
+    if not caches:
+        return "not reported by this system"
+    return ", ".join(
+        f"L{c['level']} {c['type'].lower()} {c['size_kib'] // 1024} MiB"
+        if c["size_kib"] >= 1024
+        else f"L{c['level']} {c['type'].lower()} {c['size_kib']} KiB"
+        for c in caches
+    )
 
 
 def _fmt_s(t: dict) -> str:
@@ -387,12 +462,16 @@ def render_markdown(report: dict) -> str:
         f"length {d['max_seq_length']}, mean {d['mean_tokens']:.1f} tokens per example (max {d['max_tokens']}). "
         "Batches are consecutive examples in file order, each padded to its longest member; no padding at batch size 1.",
         f"- **Timing**: per batch size, {s['warmup']} untimed warm-up round(s), then {s['repeats']} timed rounds. In "
-        "a round every configuration runs on every batch, interleaved batch by batch (A B C on batch 1, B C A on "
-        "batch 2, ...), each call timed with `time.perf_counter`; a configuration's time for the round is the sum "
-        "over one full pass. Tables give the mean ± standard deviation over rounds, and speed-ups as ratios of "
-        "means (with the mean ± std of the per-round ratios). `torch.inference_mode()`, torch threads left at their "
-        f"default ({mach['torch_num_threads']}). Tokenization is done once beforehand and not timed. Timing took "
-        f"{report['timing_wall_s']:.0f} s.",
+        "a round every configuration runs on every batch, interleaved in blocks of consecutive batches (A B C on "
+        "block 1, B C A on block 2, ...; a block is "
+        f"{s['block_examples']} examples' worth of batches, at least one batch: {_blocks_text(report)}), each call "
+        "timed with `time.perf_counter`; a configuration's time for the round is the sum over one full pass. So "
+        "every configuration is timed on the same inputs a fraction of a second away from the others (drift of a "
+        "shared machine spreads over all of them), and runs consecutive examples back to back as in use (see the "
+        "interleaving check below for why that matters). Tables give the mean ± standard deviation over rounds, and "
+        "speed-ups as ratios of means (with the mean ± std of the per-round ratios). `torch.inference_mode()`, torch "
+        f"threads left at their default ({mach['torch_num_threads']}). Tokenization is done once beforehand and not "
+        f"timed. Timing took {report['timing_wall_s']:.0f} s.",
         "- **Contention control**: " + contention_text(report),
         "- **What is timed**: *backbone* = `model.backbone(...)` (the plain transformers "
         f"{m['backbone_class']} forward: embeddings, mask, all layers, pooler) + the last linear classifier on the "
@@ -404,6 +483,8 @@ def render_markdown(report: dict) -> str:
         "",
         f"- CPU: {mach['cpu_model']}; {mach['logical_cores']} logical cores ({mach['usable_cores']} usable by the "
         f"process); torch threads {mach['torch_num_threads']} (inter-op {mach['torch_num_interop_threads']}); no GPU used.",
+        f"- CPU caches: {_caches_text(mach.get('cpu_caches') or [])}. The model's encoder layers hold "
+        f"{m['layer_weights_mib']:.1f} MiB of weights each ({m['num_layers'] * m['layer_weights_mib']:.1f} MiB in all).",
         f"- torch {mach['torch_version']}, transformers {mach['transformers_version']}, Python {mach['python_version']}, "
         f"{mach['platform']}.",
         f"- Load average (1 min) at start / end of the run: {report['load_average'][0]:.2f} / "
@@ -479,6 +560,31 @@ def render_markdown(report: dict) -> str:
                 f"{r['truncation_wallclock_speedup']:.2f}× | {r['truncation_ratio_wall_to_layer']:.3f} | "
                 f"{r['exit_decision_cost_pct']:+.1f} % ({dc['mean']:+.1f} ± {dc['std']:.1f} %) |"
             )
+    check = report.get("interleaving_check")
+    if check:
+        block = block_size(report["settings"]["block_examples"], 1)
+        by_patience = {r["patience"]: r for r in report["results"] if r["batch_size"] == 1}
+        lines += [
+            "",
+            "## Batch size 1: interleaving check",
+            "",
+            f"The same examples timed again with full depth and every patience interleaved example by example "
+            f"(blocks of 1 instead of {block}; {report['settings']['repeats']} timed rounds). Every call then starts "
+            "from the CPU caches that another configuration left, usually a deeper one, instead of from its own "
+            "previous example. The model's layer weights are larger than the last-level cache (see Machine), so a "
+            "configuration that stops after a few layers finds those layers' weights still cached when it runs "
+            "examples back to back, and loses that when interleaved example by example.",
+            "",
+            f"| patience | wall / layer, blocks of {block} (tables above) | wall / layer, example by example | "
+            "per round |",
+            "|---:|---:|---:|---:|",
+        ]
+        for r in check["results"]:
+            rounds = ", ".join(f"{x:.3f}" for x in r["ratio_wall_to_layer_per_round"])
+            lines.append(
+                f"| {r['patience']} | {by_patience[r['patience']]['ratio_wall_to_layer']:.3f} | "
+                f"{r['ratio_wall_to_layer']:.3f} | {rounds} |"
+            )
     lines += ["", "## Reading", ""]
     lines += [f"- {line}" for line in reading(report)]
     lines.append("")
@@ -541,6 +647,18 @@ def reading(report: dict) -> list[str]:
         out.append(
             f"Batch size 1, ceiling: truncating every example at its PABEE exit layer, with no exit test at all, "
             f"gives wall / layer ratios of {ceilings}. PABEE's exit decisions cost {costs} over that."
+        )
+    check = report.get("interleaving_check")
+    if check:
+        ratios = ", ".join(f"p{r['patience']}: {r['ratio_wall_to_layer']:.3f}" for r in check["results"])
+        missed = [r["patience"] for r in check["results"] if r["ratio_wall_to_layer"] < RATIO_TARGET_BATCH1]
+        verdict = f"below {RATIO_TARGET_BATCH1} for patience {', '.join(map(str, missed))}" if missed else (
+            f"at or above {RATIO_TARGET_BATCH1} for every patience"
+        )
+        out.append(
+            f"Interleaving check: timed example by example against the other configurations, batch size 1 gives "
+            f"wall / layer {ratios} ({verdict}). The tables above time each configuration on "
+            f"{report['settings']['block_examples']} consecutive examples at a time, as it runs in use."
         )
     uniform = [
         r
@@ -673,6 +791,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="before each round wait up to this many seconds for a quiet CPU (default 60; --quick: 0 = no wait)",
     )
+    parser.add_argument(
+        "--block-examples",
+        type=int,
+        default=16,
+        help="a configuration runs this many consecutive examples (in whole batches, at least one) before the "
+        "next configuration takes its turn; 1 interleaves batch by batch",
+    )
     parser.add_argument("--quick", action="store_true", help="few examples and repeats, for smoke tests")
     return parser
 
@@ -696,6 +821,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--patience values must be >= 1 (patience 0, full depth, is always measured)")
     if any(b < 1 for b in args.batch_sizes):
         raise SystemExit("--batch-sizes must be >= 1")
+    if args.block_examples < 1:
+        raise SystemExit("--block-examples must be >= 1")
     args.patience = sorted(set(args.patience))
     args.batch_sizes = sorted(set(args.batch_sizes))
 
@@ -762,6 +889,7 @@ def main(argv: list[str] | None = None) -> int:
             "backbone_class": type(model.backbone).__name__,
             "pooling": model.pabee_config.pooling,
             "num_layers": model.num_layers,
+            "layer_weights_mib": layer_weights_mib(model),
             "hidden_size": getattr(config, "hidden_size", getattr(config, "dim", None)),
             "num_labels": model.num_labels,
             "attn_implementation": getattr(config, "_attn_implementation", None),
@@ -785,6 +913,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_contention": args.max_contention,
             "max_retries": args.max_retries,
             "quiet_timeout_s": args.quiet_timeout,
+            "block_examples": args.block_examples,
         },
         "targets": {
             "overhead_pct_max": OVERHEAD_TARGET_PCT,

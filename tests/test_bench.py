@@ -14,6 +14,7 @@ import pytest
 
 from pabee.bench import (
     TimingResult,
+    cpu_caches,
     cpu_model,
     cpu_stall_seconds,
     machine_info,
@@ -169,6 +170,21 @@ def test_time_interleaved_batches_rotates_and_sums_per_pass():
     assert all(r.kept and r.contention is None for r in timed.rounds)
 
 
+def test_time_interleaved_batches_runs_blocks_of_consecutive_batches():
+    order = []
+
+    def config(name):
+        return lambda batch: order.append((name, batch))
+
+    timed = time_interleaved_batches({n: config(n) for n in "AB"}, [0, 1, 2, 3, 4], warmup=0, repeats=1, block=2)
+    # blocks [0, 1], [2, 3], [4]: each configuration runs a whole block, the order rotating from block to block
+    assert order == [("A", 0), ("A", 1), ("B", 0), ("B", 1), ("B", 2), ("B", 3), ("A", 2), ("A", 3), ("A", 4), ("B", 4)]
+    assert list(timed.results) == ["A", "B"]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="block"):
+            time_interleaved_batches({"A": config("A")}, [0], repeats=1, block=bad)
+
+
 def test_time_interleaved_batches_discards_contended_rounds():
     clock = FakeClock()
     stalls = iter([0.0, 5.0, 5.0, 5.0, 5.0, 5.1, 5.1, 15.1, 15.1, 25.1])  # (start, end) of each round
@@ -250,6 +266,22 @@ def test_cpu_model_reads_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nvendor_id\t: X\nmodel name\t: Test CPU 9000\n", encoding="utf-8")
     assert cpu_model(str(info)) == "Test CPU 9000"
     assert isinstance(cpu_model(str(tmp_path / "missing")), str)
+
+
+def test_cpu_caches_reads_sysfs(tmp_path):
+    for i, (level, kind, size) in enumerate([(1, "Data", "32K"), (2, "Unified", "1024K"), (3, "Unified", "32M")]):
+        folder = tmp_path / f"index{i}"
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    (tmp_path / "index3").mkdir()  # unreadable entries are skipped
+    assert cpu_caches(str(tmp_path)) == [
+        {"level": 1, "type": "Data", "size_kib": 32},
+        {"level": 2, "type": "Unified", "size_kib": 1024},
+        {"level": 3, "type": "Unified", "size_kib": 32768},
+    ]
+    assert cpu_caches(str(tmp_path / "missing")) == []
 
 
 def test_machine_info_fields():

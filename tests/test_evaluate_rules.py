@@ -156,7 +156,8 @@ def test_interleaved_timing_rounds_keep_predictions_and_time_every_rule(tiny_mod
         assert rec.avg_exit_layer == pytest.approx(alone.exit_layers.mean())
         seconds = rec.extra["eval_seconds_rounds"]
         assert len(seconds) == 3 and all(t > 0 for t in seconds)
-        assert rec.eval_seconds == pytest.approx(np.mean(seconds), rel=1e-4)
+        # the rounds are recorded to the microsecond: their mean is within half a microsecond of eval_seconds
+        assert rec.eval_seconds == pytest.approx(np.mean(seconds), abs=5e-7)
         assert rec.wall_speedup == pytest.approx(records[0].eval_seconds / rec.eval_seconds)
 
 

@@ -5,7 +5,7 @@ import torch
 from tiny_models import ARCHS, one_at_a_time, random_batch, tiny_backbone
 
 from pabee.losses import layer_loss_weights
-from pabee.modeling import PabeeForSequenceClassification
+from pabee.modeling import PabeeForSequenceClassification, PabeeOutput
 from pabee.policy import gather_exit_logits, patience_exit_layers
 
 ATOL = 1e-5
@@ -115,7 +115,7 @@ def test_patience_zero_and_large_patience_use_the_last_classifier(arch):
     ids, mask = random_batch()
     with torch.no_grad():
         hidden = model.encode(ids, mask)
-        last = model._classify(model.num_layers - 1, hidden, mask)
+        last = model._classify(model.classifiers[-1], hidden, mask)
         for patience in (0, model.num_layers, model.num_layers + 5):
             out = model(ids, attention_mask=mask, patience=patience)
             assert out.exit_layers.tolist() == [model.num_layers] * ids.size(0)
@@ -300,3 +300,17 @@ def test_batch_one_argmax_matches_torch_argmax_on_ties_infinities_and_nan():
     for row in rows:
         logits = torch.tensor([row])
         assert _argmax_of_row(logits) == int(logits[0].argmax()), row
+
+
+def test_inference_output_is_the_same_model_output_as_the_dataclass_builds():
+    logits, exits = torch.randn(3, 2), torch.tensor([1, 4, 2])
+    fast = PabeeOutput._of_inference(logits, exits)
+    built = PabeeOutput(logits=logits, exit_layers=exits)
+    assert list(fast.items()) == list(built.items()) and list(fast.keys()) == ["logits", "exit_layers"]
+    assert vars(fast) == vars(built) and fast.loss is None and fast.all_logits is None
+    assert fast[0] is logits and fast["exit_layers"] is exits and fast.to_tuple() == built.to_tuple()
+    # what accelerate / the Trainer do with outputs: rebuild from a mapping, set a field afterwards
+    rebuilt = type(fast)(dict(fast.items()))
+    assert list(rebuilt.items()) == list(built.items())
+    fast.loss = torch.tensor(0.5)
+    assert fast["loss"] is fast.loss and list(fast.keys()) == ["logits", "exit_layers", "loss"]

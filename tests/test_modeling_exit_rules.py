@@ -120,7 +120,8 @@ def test_fixed_layer_classifies_once():
     ids, mask = random_batch(batch=4)
     calls = []
     original = model._classify
-    model._classify = lambda i, *a: calls.append(i) or original(i, *a)
+    heads = list(model.classifiers)
+    model._classify = lambda head, *a: calls.append(heads.index(head)) or original(head, *a)
     with torch.no_grad():
         model(ids, attention_mask=mask, exit_rule="layer:2")
         model(ids[:1], attention_mask=mask[:1], exit_rule="layer:2")

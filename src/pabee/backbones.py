@@ -22,7 +22,8 @@ class BackboneDriver:
     """Per-architecture facts, as functions of the backbone module.
 
     embed(backbone, input_ids (B,S), token_type_ids (B,S) | None) -> hidden (B,S,H) entering layer 1
-    layer(backbone, i) -> the module that computes layer i (0-based) of ``num_layers(config)``
+    layers(backbone) -> the module that computes each layer, in order (``num_layers(config)`` entries; ALBERT's
+        shared groups appear once per layer they compute)
     run_layer(module, hidden (B,S,H), mask (prepared by ``prepare_mask``), extra) -> hidden (B,S,H)
     layer_extra(backbone, hidden (B,S,H)) -> extra per-forward input shared by every layer (MPNet's relative
         position bias (1, heads, S, S)), or None
@@ -30,7 +31,7 @@ class BackboneDriver:
     """
 
     embed: Callable[[nn.Module, Tensor, Tensor | None], Tensor]
-    layer: Callable[[nn.Module, int], nn.Module]
+    layers: Callable[[nn.Module], list[nn.Module]]
     run_layer: Callable[[nn.Module, Tensor, Tensor | None, Tensor | None], Tensor]
     num_layers: Callable[[object], int]
     pooler: Callable[[nn.Module], Callable[[Tensor], Tensor] | None]
@@ -72,8 +73,8 @@ def _call_layer(module: nn.Module, hidden: Tensor, mask: Tensor | None, extra: T
     return module(hidden, mask)
 
 
-def _encoder_layer(backbone: nn.Module, i: int) -> nn.Module:
-    return backbone.encoder.layer[i]
+def _encoder_layers(backbone: nn.Module) -> list[nn.Module]:
+    return list(backbone.encoder.layer)
 
 
 def _hidden_layers(config: object) -> int:
@@ -85,10 +86,10 @@ def _own_pooler(backbone: nn.Module) -> Callable[[Tensor], Tensor] | None:
 
 
 _BERT = BackboneDriver(
-    embed=_bert_embed, layer=_encoder_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_own_pooler
+    embed=_bert_embed, layers=_encoder_layers, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_own_pooler
 )
 _ELECTRA = BackboneDriver(
-    embed=_electra_embed, layer=_encoder_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=lambda b: None
+    embed=_electra_embed, layers=_encoder_layers, run_layer=_call_layer, num_layers=_hidden_layers, pooler=lambda b: None
 )
 
 # --- ALBERT: embeddings -> embedding_hidden_mapping_in -> shared layer groups ------------------------------------
@@ -99,11 +100,12 @@ def _albert_embed(backbone: nn.Module, input_ids: Tensor, token_type_ids: Tensor
     return backbone.encoder.embedding_hidden_mapping_in(hidden)
 
 
-def _albert_layer(backbone: nn.Module, i: int) -> nn.Module:
+def _albert_layers(backbone: nn.Module) -> list[nn.Module]:
     # AlbertTransformer.forward: layer i runs group int(i / (num_hidden_layers / num_hidden_groups)).
     config = backbone.config
-    group = int(i / (config.num_hidden_layers / config.num_hidden_groups))
-    return backbone.encoder.albert_layer_groups[group]
+    groups = backbone.encoder.albert_layer_groups
+    per_group = config.num_hidden_layers / config.num_hidden_groups
+    return [groups[int(i / per_group)] for i in range(config.num_hidden_layers)]
 
 
 def _albert_pooler(backbone: nn.Module) -> Callable[[Tensor], Tensor] | None:
@@ -113,7 +115,7 @@ def _albert_pooler(backbone: nn.Module) -> Callable[[Tensor], Tensor] | None:
 
 
 _ALBERT = BackboneDriver(
-    embed=_albert_embed, layer=_albert_layer, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_albert_pooler
+    embed=_albert_embed, layers=_albert_layers, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_albert_pooler
 )
 
 # --- MPNet: relative position bias computed once per forward and given to every layer --------------------------
@@ -135,7 +137,7 @@ def _mpnet_position_bias(backbone: nn.Module, hidden: Tensor) -> Tensor:
 
 _MPNET = BackboneDriver(
     embed=_mpnet_embed,
-    layer=_encoder_layer,
+    layers=_encoder_layers,
     run_layer=_mpnet_run_layer,
     num_layers=_hidden_layers,
     pooler=_own_pooler,
@@ -152,7 +154,7 @@ def _distilbert_embed(backbone: nn.Module, input_ids: Tensor, token_type_ids: Te
 
 _DISTILBERT = BackboneDriver(
     embed=_distilbert_embed,
-    layer=lambda backbone, i: backbone.transformer.layer[i],
+    layers=lambda backbone: list(backbone.transformer.layer),
     run_layer=_call_layer,
     num_layers=lambda config: config.n_layers,
     pooler=lambda b: None,

@@ -7,10 +7,11 @@ script (``benchmarks/speed.py``) builds on it.
 * :func:`time_batches` times a full pass over a list of pre-tokenized batches (one timed run = the whole list).
 * :func:`time_interleaved` times several configurations in turn, A B C A B C ..., so that slow drift of a shared
   machine (other processes, frequency changes) spreads over every configuration instead of biasing one of them.
-* :func:`time_interleaved_batches` interleaves at the finest grain: for every batch, every configuration runs on it
-  (in an order rotated from batch to batch); one run of a configuration is the sum over a full pass. Configurations
-  are then compared on the same inputs a few milliseconds apart, and rounds disturbed by other processes (measured
-  with Linux's CPU pressure stall information, :func:`cpu_stall_seconds`) can be discarded and re-run.
+* :func:`time_interleaved_batches` interleaves at a fine grain: for every block of a few consecutive batches, every
+  configuration runs on it (in an order rotated from block to block); one run of a configuration is the sum over a
+  full pass. Configurations are then compared on the same inputs a fraction of a second apart, and rounds disturbed
+  by other processes (measured with Linux's CPU pressure stall information, :func:`cpu_stall_seconds`) can be
+  discarded and re-run.
 * :func:`paired_ratios` turns two interleaved timings into per-repeat ratios (a speed-up with a spread).
 * :func:`machine_info` records the facts a reader needs to judge the numbers (CPU, cores, versions, threads).
 
@@ -26,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 Timer = Callable[[], float]
@@ -194,12 +196,17 @@ def time_interleaved_batches(
     max_contention: float | None = None,
     max_retries: int = 0,
     before_round: Callable[[], object] | None = None,
+    block: int = 1,
 ) -> InterleavedTiming:
-    """Time configurations interleaved batch by batch; one run = the sum of a configuration's times over all batches.
+    """Time configurations interleaved block by block; one run = the sum of a configuration's times over all batches.
 
-    For batch ``j`` of every round, every ``fns[name](batches[j])`` is called and timed on its own; with ``rotate``
-    the order of the configurations shifts by one from batch to batch (A B C, B C A, C A B, ...) so none always runs
-    first. ``warmup`` untimed rounds come first.
+    The batches are cut into blocks of ``block`` consecutive batches. For block ``j`` of every round, every
+    configuration in turn runs on each batch of the block (``fns[name](batch)``, every call timed on its own); with
+    ``rotate`` the order of the configurations shifts by one from block to block (A B C, B C A, C A B, ...) so none
+    always runs first. ``block=1`` interleaves batch by batch; a larger block lets a configuration run consecutive
+    inputs back to back, as it would in use (what one call leaves in the CPU caches then serves the next call of
+    the same configuration, not of another one), while configurations stay a fraction of a second apart.
+    ``warmup`` untimed rounds come first.
 
     ``stall_probe`` returns a cumulative count of seconds during which some task waited for a CPU (e.g.
     :func:`cpu_stall_seconds`); a round whose stalled share of its wall time exceeds ``max_contention`` is discarded
@@ -213,16 +220,21 @@ def time_interleaved_batches(
         raise ValueError("no batches to run")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an integer >= 1, got {block!r}")
     names = list(fns)
+    blocks = [batches[i : i + block] for i in range(0, len(batches), block)]
 
     def one_round() -> dict[str, float]:
         totals = dict.fromkeys(names, 0.0)
-        for j, batch in enumerate(batches):
+        for j, group in enumerate(blocks):
             shift = j % len(names) if rotate else 0
             for name in names[shift:] + names[:shift]:
-                start = timer()
-                fns[name](batch)
-                totals[name] += timer() - start
+                fn = fns[name]
+                for batch in group:
+                    start = timer()
+                    fn(batch)
+                    totals[name] += timer() - start
         return totals
 
     for _ in range(warmup):
@@ -325,8 +337,27 @@ def cpu_model(cpuinfo: str = "/proc/cpuinfo") -> str:
     return platform.processor() or "unknown"
 
 
+def cpu_caches(root: str = "/sys/devices/system/cpu/cpu0/cache") -> list[dict[str, Any]]:
+    """CPU 0's caches as Linux reports them: [{"level": 1, "type": "Data", "size_kib": 32}, ...] ([] elsewhere)."""
+    caches = []
+    for index in sorted(Path(root).glob("index*")):
+        try:
+            level = int((index / "level").read_text().strip())
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except (OSError, ValueError):
+            continue
+        factor = {"K": 1, "M": 1024, "G": 1024 * 1024}.get(size[-1:], None)
+        try:
+            kib = int(size[:-1]) * factor if factor else int(size) // 1024
+        except ValueError:
+            continue
+        caches.append({"level": level, "type": kind, "size_kib": kib})
+    return caches
+
+
 def machine_info() -> dict[str, Any]:
-    """CPU model, logical cores (total and usable by this process), torch threads, library versions, OS."""
+    """CPU model and caches, logical cores (total and usable by this process), torch threads, library versions, OS."""
     import torch
     import transformers
 
@@ -336,6 +367,7 @@ def machine_info() -> dict[str, Any]:
         usable = os.cpu_count()
     return {
         "cpu_model": cpu_model(),
+        "cpu_caches": cpu_caches(),
         "logical_cores": os.cpu_count(),
         "usable_cores": usable,
         "torch_num_threads": torch.get_num_threads(),

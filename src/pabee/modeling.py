@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,12 +48,29 @@ class PabeeOutput(ModelOutput):
     logits: (batch, num_labels), each example's logits at its exit layer.
     exit_layers: (batch,) long, how many layers each example ran (1..L).
     all_logits: (L, batch, num_labels), every classifier's logits (only with ``output_all_layers=True``).
+
+    A transformers ``ModelOutput``: attributes, ``out["logits"]``, ``out[0]`` and ``to_tuple()`` skip None fields.
     """
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     exit_layers: torch.Tensor | None = None
     all_logits: torch.Tensor | None = None
+
+    @classmethod
+    def _of_inference(cls, logits: torch.Tensor, exit_layers: torch.Tensor) -> PabeeOutput:
+        """``PabeeOutput(logits=logits, exit_layers=exit_layers)``, built directly.
+
+        The same state as the dataclass __init__ and ``ModelOutput.__post_init__`` build (every field an
+        attribute, the non-None ones dict entries in field order) without their generic per-field checks: at batch
+        size 1 those cost as much as an internal classifier, once per forward.
+        """
+        out = cls.__new__(cls)
+        for name, value in (("loss", None), ("logits", logits), ("exit_layers", exit_layers), ("all_logits", None)):
+            object.__setattr__(out, name, value)
+            if value is not None:
+                OrderedDict.__setitem__(out, name, value)
+        return out
 
 
 class ClsPooler(nn.Module):
@@ -172,7 +190,7 @@ class PabeeForSequenceClassification(nn.Module):
                 all_logits=all_logits if output_all_layers else None,
             )
         logits, exit_layers = self._early_exit(hidden, attention_mask, rule, threshold)
-        return PabeeOutput(logits=logits, exit_layers=exit_layers)
+        return PabeeOutput._of_inference(logits, exit_layers)
 
     def _resolve_exit_rule(self, exit_rule: ExitRule | str | None, patience: int | None) -> ExitRule:
         if exit_rule is None:
@@ -202,8 +220,9 @@ class PabeeForSequenceClassification(nn.Module):
         """
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
-        for i in range(self.num_layers if depth is None else depth):
-            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
+        run_layer = self.driver.run_layer
+        for layer in self.driver.layers(self.backbone)[:depth]:
+            hidden = run_layer(layer, hidden, mask, extra)
         return hidden
 
     def _check_inputs(self, input_ids, attention_mask, token_type_ids):
@@ -223,8 +242,9 @@ class PabeeForSequenceClassification(nn.Module):
             token_type_ids = None
         return input_ids, attention_mask, token_type_ids
 
-    def _classify(self, i: int, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """Classifier i on the pooled layer output: hidden (B,S,H), attention_mask (B,S) -> (B,C).
+    def _classify(self, head: nn.Linear, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        """One internal classifier (``head``, one of ``self.classifiers``) on the pooled layer output:
+        hidden (B,S,H), attention_mask (B,S) -> (B,C).
 
         ``attention_mask`` None means no position is padding (the callers know it from the prepared layer mask).
         """
@@ -236,17 +256,17 @@ class PabeeForSequenceClassification(nn.Module):
             pooled = self.driver.pooler(self.backbone)(hidden)
         if self.training:
             pooled = self.dropout(pooled)
-        head = self.classifiers[i]
         return F.linear(pooled, head.weight, head.bias)
 
     def _all_layer_logits(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         """Every layer for every row; returns (L,B,C)."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
+        pool_mask = attention_mask if mask is not None else None
         all_logits = []
-        for i in range(self.num_layers):
-            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            all_logits.append(self._classify(i, hidden, attention_mask if mask is not None else None))
+        for layer, head in zip(self.driver.layers(self.backbone), self.classifiers):
+            hidden = self.driver.run_layer(layer, hidden, mask, extra)
+            all_logits.append(self._classify(head, hidden, pool_mask))
         return torch.stack(all_logits)
 
     def _early_exit(
@@ -265,7 +285,7 @@ class PabeeForSequenceClassification(nn.Module):
             hidden = self._run_layers(hidden, attention_mask, depth)
             exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
             padded = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
-            return self._classify(depth - 1, hidden, padded), exits
+            return self._classify(self.classifiers[depth - 1], hidden, padded), exits
         patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
         stop = None if patience else THRESHOLD_TESTS[rule.kind]
         if batch == 1:
@@ -279,9 +299,9 @@ class PabeeForSequenceClassification(nn.Module):
         previous = None  # (A,C)
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
-        for i in range(self.num_layers):
-            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (A,C)
+        for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
+            hidden = self.driver.run_layer(layer, hidden, mask, extra)
+            logits = self._classify(head, hidden, attention_mask if mask is not None else None)  # (A,C)
             if i == last:
                 logits_out[rows] = logits
                 break
@@ -313,13 +333,14 @@ class PabeeForSequenceClassification(nn.Module):
         driver, backbone, classify = self.driver, self.backbone, self._classify  # looked up once, not per layer
         mask = driver.prepare_mask(backbone, hidden, attention_mask)
         extra = driver.layer_extra(backbone, hidden)
+        run_layer, layers, heads = driver.run_layer, driver.layers(backbone), list(self.classifiers)
         pool_mask = attention_mask if mask is not None else None
         regression, last = self.is_regression, self.num_layers - 1
         previous = None
         counter = 0
         for i in range(self.num_layers):
-            hidden = driver.run_layer(driver.layer(backbone, i), hidden, mask, extra)
-            logits = classify(i, hidden, pool_mask)  # (1,C)
+            hidden = run_layer(layers[i], hidden, mask, extra)
+            logits = classify(heads[i], hidden, pool_mask)  # (1,C)
             current = logits if regression else _argmax_of_row(logits)
             if previous is not None:
                 if regression:  # same float32 arithmetic as predictions_agree
@@ -339,9 +360,9 @@ class PabeeForSequenceClassification(nn.Module):
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
         stop, value, last = THRESHOLD_TESTS[rule.kind], rule.value, self.num_layers - 1
-        for i in range(self.num_layers):
-            hidden = self.driver.run_layer(self.driver.layer(self.backbone, i), hidden, mask, extra)
-            logits = self._classify(i, hidden, attention_mask if mask is not None else None)  # (1,C)
+        for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
+            hidden = self.driver.run_layer(layer, hidden, mask, extra)
+            logits = self._classify(head, hidden, attention_mask if mask is not None else None)  # (1,C)
             if i == last or bool(stop(logits, value)[0]):
                 return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
         raise AssertionError("unreachable: the last layer always exits")
