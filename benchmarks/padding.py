@@ -62,7 +62,8 @@ def main(argv=None) -> int:
 
         def forward(self, input_ids, attention_mask, token_type_ids=None, patience=None):
             hidden = model.encode(input_ids, attention_mask, token_type_ids)
-            return model._classify(model.classifiers[-1], hidden, None if bool(attention_mask.all()) else attention_mask)
+            padded = None if bool(attention_mask.all()) else attention_mask
+            return model._classify(model.classifiers[-1], hidden, model._pool_input(hidden, padded))
 
     full_length = FullLength()
     configs = {

@@ -115,7 +115,7 @@ def test_patience_zero_and_large_patience_use_the_last_classifier(arch):
     ids, mask = random_batch()
     with torch.no_grad():
         hidden = model.encode(ids, mask)
-        last = model._classify(model.classifiers[-1], hidden, mask)
+        last = model._classify(model.classifiers[-1], hidden, model._pool_input(hidden, mask))
         for patience in (0, model.num_layers, model.num_layers + 5):
             out = model(ids, attention_mask=mask, patience=patience)
             assert out.exit_layers.tolist() == [model.num_layers] * ids.size(0)
@@ -227,6 +227,20 @@ def test_mean_pooling_classifies_the_masked_mean_of_each_layer():
         expected = pooled @ model.classifiers[i].weight.T + model.classifiers[i].bias
         torch.testing.assert_close(out.all_logits[i], expected, atol=ATOL, rtol=0)
     assert model.pooler is None
+    # unpadded rows without a mask give the plain mean; the training path's pooling (from the mask itself)
+    # classifies a padded batch as the inference path's averaging weights do
+    with torch.no_grad():
+        last = model.backbone(input_ids=ids).last_hidden_state
+        expected = last.mean(1) @ model.classifiers[-1].weight.T + model.classifiers[-1].bias
+        torch.testing.assert_close(model(ids, patience=0).logits, expected, atol=ATOL, rtol=0)
+        hidden = model.encode(ids, mask)
+        weights = model._pool_input(hidden, mask)
+        assert weights.shape == (5, 1, ids.size(1))
+        torch.testing.assert_close(weights.sum(-1), torch.ones(5, 1))
+        by_weights = model._classify(model.classifiers[-1], hidden, weights)
+        by_mask = model._classify(model.classifiers[-1], hidden, mask)
+    torch.testing.assert_close(by_weights, by_mask, atol=ATOL, rtol=0)
+    torch.testing.assert_close(by_weights, out.all_logits[-1], atol=ATOL, rtol=0)
 
 
 def test_sentence_transformers_folder_gets_its_declared_pooling(tmp_path):

@@ -242,14 +242,34 @@ class PabeeForSequenceClassification(nn.Module):
             token_type_ids = None
         return input_ids, attention_mask, token_type_ids
 
-    def _classify(self, head: nn.Linear, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        """One internal classifier (``head``, one of ``self.classifiers``) on the pooled layer output:
-        hidden (B,S,H), attention_mask (B,S) -> (B,C).
+    def _pool_input(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """What ``_classify`` pools with, made once per forward (and again when the batch changes).
 
-        ``attention_mask`` None means no position is padding (the callers know it from the prepared layer mask).
+        Mean pooling at inference: (B,1,S) averaging weights, 1/n on each row's n unpadded positions and 0 on its
+        padding, so that pooling is one batched matmul. Otherwise (training, or cls pooling) the (B,S) mask itself,
+        None when no position is padding.
+        """
+        if not self._mean_pooling or self.training:
+            return attention_mask
+        batch, seq = hidden.shape[:2]
+        if attention_mask is None:
+            return hidden.new_full((batch, 1, seq), 1.0 / seq)
+        weights = attention_mask.to(hidden.dtype)  # (B,S)
+        return (weights / weights.sum(1, keepdim=True).clamp(min=1.0)).unsqueeze(1)
+
+    def _classify(self, head: nn.Linear, hidden: torch.Tensor, pool: torch.Tensor | None) -> torch.Tensor:
+        """One internal classifier (``head``, one of ``self.classifiers``) on the pooled layer output:
+        hidden (B,S,H) -> (B,C).
+
+        ``pool`` comes from :meth:`_pool_input`: (B,1,S) averaging weights (mean pooling at inference), else the
+        (B,S) mask, None meaning no position is padding.
         """
         if self._mean_pooling:
-            pooled = _masked_mean(hidden, attention_mask)
+            if pool is not None and pool.dim() == 3:
+                # bmm + linear: the first ops after a layer pay for cold CPU caches, and matmuls reuse the code
+                # path the layer just ran (a mean reduction costs twice as much there at batch size 1)
+                return F.linear(torch.bmm(pool, hidden), head.weight, head.bias)[:, 0]  # (B,1,H) -> (B,C)
+            pooled = _masked_mean(hidden, pool)
         elif self.pooler is not None:
             pooled = self.pooler(hidden)
         else:
@@ -262,11 +282,11 @@ class PabeeForSequenceClassification(nn.Module):
         """Every layer for every row; returns (L,B,C)."""
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
-        pool_mask = attention_mask if mask is not None else None
+        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
         all_logits = []
         for layer, head in zip(self.driver.layers(self.backbone), self.classifiers):
             hidden = self.driver.run_layer(layer, hidden, mask, extra)
-            all_logits.append(self._classify(head, hidden, pool_mask))
+            all_logits.append(self._classify(head, hidden, pool))
         return torch.stack(all_logits)
 
     def _early_exit(
@@ -285,7 +305,7 @@ class PabeeForSequenceClassification(nn.Module):
             hidden = self._run_layers(hidden, attention_mask, depth)
             exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
             padded = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
-            return self._classify(self.classifiers[depth - 1], hidden, padded), exits
+            return self._classify(self.classifiers[depth - 1], hidden, self._pool_input(hidden, padded)), exits
         patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
         stop = None if patience else THRESHOLD_TESTS[rule.kind]
         if batch == 1:
@@ -299,9 +319,10 @@ class PabeeForSequenceClassification(nn.Module):
         previous = None  # (A,C)
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
+        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
         for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
             hidden = self.driver.run_layer(layer, hidden, mask, extra)
-            logits = self._classify(head, hidden, attention_mask if mask is not None else None)  # (A,C)
+            logits = self._classify(head, hidden, pool)  # (A,C)
             if i == last:
                 logits_out[rows] = logits
                 break
@@ -322,6 +343,9 @@ class PabeeForSequenceClassification(nn.Module):
                     hidden, attention_mask = _trim_trailing_columns(hidden, attention_mask[keep])
                     mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
                     extra = trim_layer_extra(extra, hidden.size(1))
+                    pool = self._pool_input(hidden, attention_mask if mask is not None else None)
+                elif pool is not None:
+                    pool = pool[keep]
             previous = logits
         return logits_out, exit_layers
 
@@ -334,13 +358,13 @@ class PabeeForSequenceClassification(nn.Module):
         mask = driver.prepare_mask(backbone, hidden, attention_mask)
         extra = driver.layer_extra(backbone, hidden)
         run_layer, layers, heads = driver.run_layer, driver.layers(backbone), list(self.classifiers)
-        pool_mask = attention_mask if mask is not None else None
+        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
         regression, last = self.is_regression, self.num_layers - 1
         previous = None
         counter = 0
         for i in range(self.num_layers):
             hidden = run_layer(layers[i], hidden, mask, extra)
-            logits = classify(heads[i], hidden, pool_mask)  # (1,C)
+            logits = classify(heads[i], hidden, pool)  # (1,C)
             current = logits if regression else _argmax_of_row(logits)
             if previous is not None:
                 if regression:  # same float32 arithmetic as predictions_agree
@@ -360,9 +384,10 @@ class PabeeForSequenceClassification(nn.Module):
         mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
         extra = self.driver.layer_extra(self.backbone, hidden)
         stop, value, last = THRESHOLD_TESTS[rule.kind], rule.value, self.num_layers - 1
+        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
         for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
             hidden = self.driver.run_layer(layer, hidden, mask, extra)
-            logits = self._classify(head, hidden, attention_mask if mask is not None else None)  # (1,C)
+            logits = self._classify(head, hidden, pool)  # (1,C)
             if i == last or bool(stop(logits, value)[0]):
                 return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
         raise AssertionError("unreachable: the last layer always exits")
