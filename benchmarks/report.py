@@ -18,8 +18,8 @@ For every model, task and seed two models are fine-tuned with the same hyper-par
 
 The hyper-parameters may differ between models (``MODEL_DEFAULTS``; ``--epochs``, ``--learning-rate``,
 ``--max-train-samples`` and ``--batch-size`` take a value for every model or ``MODEL=VALUE`` for one). Every
-evaluation interleaves all exit rules batch by batch and makes ``--timing-rounds`` timed rounds (eval time = the
-mean over the rounds).
+evaluation interleaves all exit rules (in blocks of consecutive batches; batch by batch before) and makes
+``--timing-rounds`` timed rounds (eval time = the mean over the rounds).
 
 Each run trains into its own folder under ``--work-dir``. A folder that already holds the finished run (its
 ``eval_results.json`` has every expected record) is reused, so an interrupted report resumes where it stopped; a
@@ -62,7 +62,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from pabee.backbones import get_driver  # noqa: E402
 from pabee.bench import machine_info, mean_std  # noqa: E402
 from pabee.config import atomic_write_text, is_pabee_folder  # noqa: E402
-from pabee.evaluate import RESULTS_NAME  # noqa: E402
+from pabee.evaluate import INTERLEAVE_EXAMPLES, RESULTS_NAME  # noqa: E402
 from pabee.exit_rules import ExitRule  # noqa: E402
 from pabee.runner import RunSettings, default_model_path, load_task_data, run  # noqa: E402
 from pabee.tasks import TaskSpec, get_task  # noqa: E402
@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"evaluate on the first N dev examples only, \"all\" for every one,{per} "
                         f"{hyper_default('max_eval_samples')})")
     p.add_argument("--timing-rounds", type=positive_int, default=None, metavar="N",
-                   help="timed rounds of every evaluation, all exit rules interleaved batch by batch; eval time = "
+                   help="timed rounds of every evaluation, all exit rules interleaved in blocks; eval time = "
                         f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
                         f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
                         "were timed")
@@ -766,6 +766,14 @@ def timing_rounds_of(records: Sequence[dict]) -> int | None:
     return (max(rounds) or None) if rounds else None
 
 
+def interleaving_of(records: Sequence[dict]) -> str:
+    """"blocks" when the records were timed with the exit rules taking turns on blocks of consecutive batches
+    (``extra.timing_block_batches``), "batches" for evaluations from before (rules interleaved batch by batch)."""
+    if records and all("timing_block_batches" in r.get("extra", {}) for r in records):
+        return "blocks"
+    return "batches"
+
+
 def load_run(spec: RunSpec, reused: bool) -> dict:
     """A run's metadata, training time and conditions, evaluation timing and raw records, as stored in
     results.json."""
@@ -779,7 +787,7 @@ def load_run(spec: RunSpec, reused: bool) -> dict:
         "train_s": meta.get("train_s"), "eval_s": meta.get("eval_s"),
         "train_threads": training.get("torch_threads"), "train_shard": training.get("shard"),
         "timing_rounds": timing_rounds_of(records), "eval_threads": evaluation.get("torch_threads"),
-        **training_time(spec.output_dir), "records": records,
+        "timing_interleaving": interleaving_of(records), **training_time(spec.output_dir), "records": records,
     }
 
 
@@ -1020,6 +1028,7 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "timing_rounds": config.timing_rounds,
         "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),  # None: before rounds were recorded
         "eval_threads_used": count_by([r["eval_threads"] for r in runs]),  # None: not recorded
+        "timing_interleaving_used": count_by([r.get("timing_interleaving", "batches") for r in runs]),
         "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
                                 for c in conditions],  # torch_threads None: not recorded
         "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
@@ -1241,10 +1250,19 @@ def render_conditions(report: dict) -> str:
 
 def render_timing(report: dict) -> str:
     rounds = report["timing_rounds"]
-    text = (f"- **Timing**: every evaluation interleaves all exit rules batch by batch (each batch runs through "
-            f"every rule, in a rotating order) and makes {plural(rounds, 'timed round')} (`--timing-rounds "
-            f"{rounds}`); a record's eval time (`eval_seconds`) is the mean over the rounds, each round's total is "
-            "in `extra.eval_seconds_rounds`.")
+    ways = {c["value"]: c["runs"] for c in report.get("timing_interleaving_used", [])} or {"batches": 1}
+    how = {
+        "blocks": f"in blocks (every rule in turn runs {INTERLEAVE_EXAMPLES} examples' worth of consecutive batches, "
+                  "in a rotating order, so each runs consecutive inputs as in use)",
+        "batches": "batch by batch (each batch runs through every rule, in a rotating order)",
+    }
+    if len(ways) == 1:
+        interleaving = how[next(iter(ways))]
+    else:
+        interleaving = "; ".join(f"{how[way]} in {plural(runs, 'run')}" for way, runs in sorted(ways.items()))
+    text = (f"- **Timing**: every evaluation interleaves all exit rules {interleaving} and makes "
+            f"{plural(rounds, 'timed round')} (`--timing-rounds {rounds}`); a record's eval time (`eval_seconds`) is "
+            "the mean over the rounds, each round's total is in `extra.eval_seconds_rounds`.")
     other = [c for c in report["timing_rounds_used"] if c["value"] != rounds]
     if other:
         text += " Runs evaluated by earlier invocations with other settings: " + "; ".join(

@@ -166,3 +166,24 @@ def test_timing_rounds_must_be_a_positive_integer(tiny_model, rounds):
     with pytest.raises(ValueError, match="timing_rounds"):
         evaluate_exit_rules(tiny_model, tiny_features(), get_task("mnli"), [], 4, "final", "dev",
                             timing_rounds=rounds)
+
+
+def test_timing_interleaves_rules_in_blocks_of_consecutive_batches(tiny_model, monkeypatch):
+    import pabee.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "INTERLEAVE_EXAMPLES", 8)  # batch size 4 -> blocks of 2 batches
+    calls = []
+    original = tiny_model.forward
+
+    def recording_forward(*args, exit_rule=None, **kwargs):
+        calls.append((str(exit_rule), int(kwargs["input_ids"].size(0))))
+        return original(*args, exit_rule=exit_rule, **kwargs)
+
+    monkeypatch.setattr(tiny_model, "forward", recording_forward)
+    records = evaluate_exit_rules(
+        tiny_model, tiny_features(n=10), get_task("mnli"), ["patience:1"], 4, "final", "dev", warmup=False
+    )
+    # 10 examples -> batches of 4, 4, 2 -> blocks [4, 4], [2]; the rule order rotates from block to block
+    assert calls == [("patience:0", 4), ("patience:0", 4), ("patience:1", 4), ("patience:1", 4),
+                     ("patience:1", 2), ("patience:0", 2)]
+    assert [r.extra["timing_block_batches"] for r in records] == [2, 2]

@@ -347,3 +347,20 @@ def test_max_seeds_limits_one_models_runs(report, tmp_path):
     runs = {(spec.model.name, spec.seed) for spec in report.plan_runs(config)}
     assert runs == {("minilm", 42), ("minilm", 43), ("minilm", 44), ("mpnet", 42), ("mpnet", 43)}
     assert "--seeds 42,43 " in report.subset_command(config, "mpnet", get_task("RTE"))
+
+
+def test_timing_text_says_how_the_rules_were_interleaved(report):
+    blocks = [{"extra": {"eval_seconds_rounds": [1.0], "timing_block_batches": 16}}]
+    batches = [{"extra": {"eval_seconds_rounds": [1.0]}}]
+    assert report.interleaving_of(blocks) == "blocks"
+    assert report.interleaving_of(batches + blocks) == "batches" and report.interleaving_of([]) == "batches"
+    base = {"timing_rounds": 1, "timing_rounds_used": [{"value": 1, "runs": 3}]}
+    new = report.render_timing({**base, "timing_interleaving_used": [{"value": "blocks", "runs": 3}]})
+    assert f"in blocks (every rule in turn runs {report.INTERLEAVE_EXAMPLES} examples'" in new
+    assert "batch by batch" not in new
+    old = report.render_timing(base)  # a results.json from before the interleaving was recorded
+    assert "interleaves all exit rules batch by batch" in old
+    mixed = report.render_timing(
+        {**base, "timing_interleaving_used": [{"value": "blocks", "runs": 1}, {"value": "batches", "runs": 2}]}
+    )
+    assert "consecutive inputs as in use) in 1 run" in mixed and "rotating order) in 2 runs" in mixed

@@ -146,7 +146,8 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", dest="eval_batch_sizes",
                    type=_batch_sizes, default=None, help="one size or several, e.g. 1,32")
     p.add_argument("--timing_rounds", type=_positive_int, default=1,
-                   help="timed passes over the dev set per batch size, every exit rule interleaved batch by batch; "
+                   help="timed passes over the dev set per batch size, the exit rules taking turns on blocks of "
+                        "consecutive batches; "
                         "eval_seconds is their mean (more rounds: steadier wall-clock speed-ups)")
     p.add_argument("--train_file", default=None, help="custom CSV/TSV/JSON Lines training file")
     p.add_argument("--validation_file", default=None)

@@ -24,6 +24,7 @@ from .tasks import TaskSpec
 logger = logging.getLogger(__name__)
 
 RESULTS_NAME = "eval_results.json"
+INTERLEAVE_EXAMPLES = 16  # timing: each rule runs this many consecutive examples (whole batches) before the next
 
 
 @dataclass
@@ -129,9 +130,12 @@ def evaluate_exit_rules(
     ``rules`` may mix kinds (``[ExitRule("patience", 3), "entropy:0.3"]``); the baseline comes first, duplicates
     are dropped. Entropy and confidence rules on a regression task raise ValueError before anything runs.
 
-    Timing: the rules are interleaved batch by batch (on batch j every rule runs once, the order shifted by j so
-    none always goes first), so a slow spell of a shared machine hits every rule alike and the wall-clock
-    speed-ups (full-depth time / rule time) compare like with like. ``timing_rounds`` passes are made; a record's
+    Timing: the rules are interleaved block by block: the batches are cut into blocks of ``INTERLEAVE_EXAMPLES``
+    examples' worth of consecutive batches (at least one batch), and on block j every rule runs the whole block,
+    the order shifted by j so none always goes first. A slow spell of a shared machine then hits every rule alike,
+    so the wall-clock speed-ups (full-depth time / rule time) compare like with like, while each rule still runs
+    consecutive inputs back to back as it would in use (interleaving single examples would make every call start
+    from the CPU caches another rule left). ``timing_rounds`` passes are made; a record's
     ``eval_seconds`` is the mean over them (each round's total is kept in ``extra["eval_seconds_rounds"]``).
     Predictions come from the first round; every round gives the same answers.
     """
@@ -161,20 +165,22 @@ def evaluate_exit_rules(
         if warmup:  # an untimed pass over the first batch, so no timed call pays for lazy initialisation
             for rule in rules:
                 model(**batches[0][1], exit_rule=rule, regression_threshold=regression_threshold)
+        block = max(1, INTERLEAVE_EXAMPLES // batch_size)
         for round_index in range(timing_rounds):
             totals = dict.fromkeys(rules, 0.0)
-            for j, (indices, batch) in enumerate(batches):
-                shift = j % len(rules)
+            for j in range(0, len(batches), block):
+                shift = (j // block) % len(rules)
                 for rule in rules[shift:] + rules[:shift]:
-                    start = time.perf_counter()
-                    out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
-                    totals[rule] += time.perf_counter() - start
-                    if round_index == 0:
-                        logits, exits = outputs[rule]
-                        logits[indices] = out.logits.float().cpu().numpy()
-                        exits[indices] = out.exit_layers.cpu().numpy()
+                    for indices, batch in batches[j : j + block]:
+                        start = time.perf_counter()
+                        out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
+                        totals[rule] += time.perf_counter() - start
+                        if round_index == 0:
+                            logits, exits = outputs[rule]
+                            logits[indices] = out.logits.float().cpu().numpy()
+                            exits[indices] = out.exit_layers.cpu().numpy()
                 if bar is not None:
-                    bar.update(1)
+                    bar.update(len(batches[j : j + block]))
             for rule in rules:
                 rounds[rule].append(totals[rule])
     if bar is not None:
@@ -189,6 +195,7 @@ def evaluate_exit_rules(
         threshold = regression_threshold if task.is_regression and rule.kind == "patience" else None
         record = _record(model, task, checkpoint, split, rule, threshold, batch_size, pred, metrics)
         record.extra["eval_seconds_rounds"] = [round(t, 6) for t in rounds[rule]]
+        record.extra["timing_block_batches"] = block
         records.append(record)
     full_seconds = records[0].eval_seconds
     for record in records:
