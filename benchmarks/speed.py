@@ -426,6 +426,28 @@ def _blocks_text(report: dict) -> str:
     return ", ".join(per_size)
 
 
+def _cache_fit_text(report: dict) -> str:
+    """How the encoder's weights compare with the largest CPU cache, for the interleaving check."""
+    caches = report["machine"].get("cpu_caches") or []
+    m = report["model"]
+    if not caches:
+        return "(This system does not report its CPU caches.)"
+    last = max(caches, key=lambda c: c["level"])
+    total = m["num_layers"] * m["layer_weights_mib"]
+    size = last["size_kib"] / 1024
+    if total > size:
+        return (
+            f"The encoder's layers hold {total:.1f} MiB of weights, more than the {size:.0f} MiB L{last['level']} "
+            "cache: full depth cannot keep them cached from one example to the next, whereas a configuration that "
+            "stops after a few layers can keep those layers' weights cached when it runs examples back to back, "
+            "and cannot when every call follows one of another configuration."
+        )
+    return (
+        f"The encoder's layers hold {total:.1f} MiB of weights, which fit in the {size:.0f} MiB "
+        f"L{last['level']} cache: interleaving should matter little here."
+    )
+
+
 def _caches_text(caches: list[dict]) -> str:
     if not caches:
         return "not reported by this system"
@@ -571,9 +593,7 @@ def render_markdown(report: dict) -> str:
             f"The same examples timed again with full depth and every patience interleaved example by example "
             f"(blocks of 1 instead of {block}; {report['settings']['repeats']} timed rounds). Every call then starts "
             "from the CPU caches that another configuration left, usually a deeper one, instead of from its own "
-            "previous example. The model's layer weights are larger than the last-level cache (see Machine), so a "
-            "configuration that stops after a few layers finds those layers' weights still cached when it runs "
-            "examples back to back, and loses that when interleaved example by example.",
+            f"previous example. {_cache_fit_text(report)}",
             "",
             f"| patience | wall / layer, blocks of {block} (tables above) | wall / layer, example by example | "
             "per round |",
