@@ -225,6 +225,21 @@ def layer_weights_mib(model: PabeeForSequenceClassification) -> float:
     return total / len(layers) / 2**20
 
 
+def time_configs(args, configs, batches, probe, before_round, block: int):
+    """One interleaved timing with the command line's rounds and contention control."""
+    return time_interleaved_batches(
+        configs,
+        batches,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        stall_probe=probe,
+        max_contention=args.max_contention,
+        max_retries=args.max_retries,
+        before_round=before_round,
+        block=block,
+    )
+
+
 def block_size(block_examples: int, batch_size: int) -> int:
     """Consecutive batches a configuration runs in its turn: ``block_examples`` examples' worth, at least one."""
     return max(1, block_examples // batch_size)
@@ -240,17 +255,7 @@ def check_batch_interleaving(args, model, batches, exits, probe, before_round, l
     L = model.num_layers
     configs = {f"p{p}": wrapper_forward(model, p) for p in [0, *args.patience]}
     log(f"batch size 1: interleaving check, {len(configs)} configurations batch by batch ...")
-    timed = time_interleaved_batches(
-        configs,
-        batches,
-        warmup=args.warmup,
-        repeats=args.repeats,
-        stall_probe=probe,
-        max_contention=args.max_contention,
-        max_retries=args.max_retries,
-        before_round=before_round,
-        block=1,
-    )
+    timed = time_configs(args, configs, batches, probe, before_round, block=1)
     full = timed.results["p0"]
     rows = []
     for p in args.patience:
@@ -313,17 +318,7 @@ def measure(args, model, batches_by_size, log) -> dict:
             f"batch size {bs}: {len(configs)} configurations interleaved in blocks of {block} batch(es) over "
             f"{len(batches)} batches, {args.warmup} warm-up + {args.repeats} timed round(s) ..."
         )
-        timed = time_interleaved_batches(
-            configs,
-            batches,
-            warmup=args.warmup,
-            repeats=args.repeats,
-            stall_probe=probe,
-            max_contention=args.max_contention,
-            max_retries=args.max_retries,
-            before_round=before_round,
-            block=block,
-        )
+        timed = time_configs(args, configs, batches, probe, before_round, block)
         for name, result in timed.results.items():
             timings[f"bs{bs}/{name}"] = result
         kept = timed.kept_contention()

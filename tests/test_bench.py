@@ -399,9 +399,17 @@ def test_speed_script_quick_end_to_end(tmp_path):
         "freshly initialised",
         "| batch size |",
         "ceiling of any early exit",
+        "## Batch size 1: interleaving check",
         "## Reading",
     ):
         assert text in markdown
+    # blocks of 16 examples: 16 batches at batch size 1, 4 at batch size 4; the check re-times batch size 1 one by one
+    assert "16 at batch size 1, 4 at batch size 4" in markdown
+    check = report["interleaving_check"]
+    assert check["block"] == 1 and [r["patience"] for r in check["results"]] == [1, 2]
+    for r in check["results"]:
+        assert len(r["ratio_wall_to_layer_per_round"]) == 2 and r["ratio_wall_to_layer"] > 0
+    assert report["model"]["layer_weights_mib"] > 0 and isinstance(report["machine"]["cpu_caches"], list)
 
 
 def _load_speed_module():
@@ -462,3 +470,17 @@ def test_padding_benchmark_compares_three_pipelines_on_the_same_examples(tmp_pat
         assert len(row["seconds_all"]) == 2 and all(t > 0 for t in row["seconds_all"])
         assert row["speedup_vs_padded"] == pytest.approx(base / row["seconds_mean"])
     assert "ex/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--block-examples", "0"], "--block-examples must be >= 1"),
+        (["--batch-sizes", "0"], "--batch-sizes must be >= 1"),
+        (["--patience", "0"], "--patience values must be >= 1"),
+    ],
+)
+def test_speed_script_refuses_bad_settings_before_loading_anything(argv, message):
+    speed = _load_speed_module()
+    with pytest.raises(SystemExit, match=message):
+        speed.main(argv)
