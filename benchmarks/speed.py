@@ -10,9 +10,10 @@ What is timed (``torch.inference_mode``, eval mode, torch threads left at their 
 * ``patience p``: ``model(..., patience=p)``: per-example early exit.
 
 One timed run of a configuration is a full pass over all examples at one batch size (batches made in dataset order,
-padded to the longest in the batch; no padding at batch size 1). Configurations are interleaved across repeats
-(A B C A B C ...) so drift on a shared machine spreads over all of them. Tokenization is done once, up front, and
-not timed.
+padded to the longest in the batch; no padding at batch size 1). Configurations take turns on blocks of
+``--block-examples`` consecutive examples (A B C on block 1, B C A on block 2, ...), so drift on a shared machine
+spreads over all of them while each runs consecutive inputs as in use; at batch size 1 the example-by-example
+interleaving is timed too, for comparison. Tokenization is done once, up front, and not timed.
 
 Writes a JSON file with every measurement and a markdown report with the tables, the machine, the command and a
 reading of the numbers against the targets. Run ``python benchmarks/speed.py --help``.
