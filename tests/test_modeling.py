@@ -328,3 +328,18 @@ def test_inference_output_is_the_same_model_output_as_the_dataclass_builds():
     assert list(rebuilt.items()) == list(built.items())
     fast.loss = torch.tensor(0.5)
     assert fast["loss"] is fast.loss and list(fast.keys()) == ["logits", "exit_layers", "loss"]
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
+def test_padding_every_row_shares_is_trimmed_and_changes_nothing(pooling):
+    # rows of one length padded further to a fixed width (padding="max_length"): after trimming nothing is padded
+    model = make_model("bert", pooling=pooling)
+    ids = torch.randint(5, 50, (3, 7))
+    padded_ids = torch.cat([ids, torch.zeros(3, 5, dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([torch.ones(3, 7, dtype=torch.long), torch.zeros(3, 5, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        for rule in ("patience:0", "patience:1", "patience:2", "layer:2"):
+            plain = model(ids, exit_rule=rule)
+            padded = model(padded_ids, attention_mask=padded_mask, exit_rule=rule)
+            assert padded.exit_layers.tolist() == plain.exit_layers.tolist()
+            torch.testing.assert_close(padded.logits, plain.logits, atol=ATOL, rtol=0)

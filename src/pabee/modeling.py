@@ -167,12 +167,15 @@ class PabeeForSequenceClassification(nn.Module):
             self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
         )
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
-        # From here on attention_mask is None when no position is padding (one check here instead of one per step:
-        # at batch size 1 every tensor-to-Python read costs as much as a small op).
+        # From here on attention_mask is None when no position is padding (checked here once instead of at every
+        # step: at batch size 1 every tensor-to-Python read costs as much as a small op).
         if attention_mask is not None and bool(attention_mask.all()):
             attention_mask = None
         if attention_mask is not None:
+            width = input_ids.size(1)
             input_ids, attention_mask, token_type_ids = _trim_trailing_padding(input_ids, attention_mask, token_type_ids)
+            if input_ids.size(1) < width and bool(attention_mask.all()):  # every row had the same trailing padding
+                attention_mask = None
         hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)  # (B,S,H)
 
         if self.training or labels is not None or output_all_layers:
@@ -294,7 +297,8 @@ class PabeeForSequenceClassification(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Layer-by-layer inference where each row leaves as soon as ``rule`` lets it out.
 
-        hidden (B,S,H), attention_mask (B,S) -> logits (B,C), exit_layers (B,).
+        hidden (B,S,H), attention_mask (B,S) -> logits (B,C), exit_layers (B,). Called by ``forward`` only, with
+        attention_mask None unless some position is padded.
         ``rows`` maps the active rows back to their place in the batch. Patience keeps a counter per row; the
         entropy and confidence rules test each layer's logits on their own (``stop``).
         """
@@ -304,8 +308,8 @@ class PabeeForSequenceClassification(nn.Module):
             depth = min(rule.value, self.num_layers) if rule.kind == "layer" else self.num_layers
             hidden = self._run_layers(hidden, attention_mask, depth)
             exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
-            padded = None if attention_mask is None or bool(attention_mask.all()) else attention_mask
-            return self._classify(self.classifiers[depth - 1], hidden, self._pool_input(hidden, padded)), exits
+            pool = self._pool_input(hidden, attention_mask)  # forward left the mask None unless something is padded
+            return self._classify(self.classifiers[depth - 1], hidden, pool), exits
         patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
         stop = None if patience else THRESHOLD_TESTS[rule.kind]
         if batch == 1:
