@@ -17,6 +17,7 @@ from pabee.bench import (
     cpu_caches,
     cpu_model,
     cpu_stall_seconds,
+    interleaved_blocks,
     machine_info,
     mean_std,
     paired_ratios,
@@ -183,6 +184,11 @@ def test_time_interleaved_batches_runs_blocks_of_consecutive_batches():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="block"):
             time_interleaved_batches({"A": config("A")}, [0], repeats=1, block=bad)
+
+
+def test_interleaved_blocks_without_rotation_keeps_the_order():
+    order = [(name, list(group)) for name, group in interleaved_blocks("AB", [0, 1, 2], block=2, rotate=False)]
+    assert order == [("A", [0, 1]), ("B", [0, 1]), ("A", [2]), ("B", [2])]
 
 
 def test_time_interleaved_batches_discards_contended_rounds():

@@ -25,7 +25,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +185,28 @@ class InterleavedTiming:
         return [r.contention for r in self.rounds if r.kept and r.contention is not None]
 
 
+def _check_block(block: int) -> None:
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an integer >= 1, got {block!r}")
+
+
+def interleaved_blocks(
+    names: Sequence[Any], items: Sequence[Any], block: int = 1, rotate: bool = True
+) -> Iterator[tuple[Any, Sequence[Any]]]:
+    """The order of one interleaved round, as (name, block of consecutive items) pairs.
+
+    ``items`` are cut into blocks of ``block``; for block j every name takes its turn on the whole block, the order
+    shifted by j (A B C, B C A, C A B, ...) when ``rotate``, so none always goes first.
+    """
+    _check_block(block)
+    names = list(names)
+    for j, start in enumerate(range(0, len(items), block)):
+        group = items[start : start + block]
+        shift = j % len(names) if rotate else 0
+        for name in names[shift:] + names[:shift]:
+            yield name, group
+
+
 def time_interleaved_batches(
     fns: Mapping[str, Callable[[Any], object]],
     batches: Sequence[Any],
@@ -220,21 +242,17 @@ def time_interleaved_batches(
         raise ValueError("no batches to run")
     if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
         raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
-    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be an integer >= 1, got {block!r}")
+    _check_block(block)
     names = list(fns)
-    blocks = [batches[i : i + block] for i in range(0, len(batches), block)]
 
     def one_round() -> dict[str, float]:
         totals = dict.fromkeys(names, 0.0)
-        for j, group in enumerate(blocks):
-            shift = j % len(names) if rotate else 0
-            for name in names[shift:] + names[:shift]:
-                fn = fns[name]
-                for batch in group:
-                    start = timer()
-                    fn(batch)
-                    totals[name] += timer() - start
+        for name, group in interleaved_blocks(names, batches, block, rotate):
+            fn = fns[name]
+            for batch in group:
+                start = timer()
+                fn(batch)
+                totals[name] += timer() - start
         return totals
 
     for _ in range(warmup):

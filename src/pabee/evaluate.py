@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bench import interleaved_blocks
 from .config import atomic_write_text
 from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
 from .features import Features, length_sorted_batches
@@ -159,7 +160,7 @@ def evaluate_exit_rules(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=timing_rounds * len(batches), desc=f"eval {len(rules)} rules, bs {batch_size}",
+        bar = tqdm(total=timing_rounds * len(batches) * len(rules), desc=f"eval {len(rules)} rules, bs {batch_size}",
                    leave=False, unit="batch")
     with torch.inference_mode():
         if warmup:  # an untimed pass over the first batch, so no timed call pays for lazy initialisation
@@ -168,19 +169,17 @@ def evaluate_exit_rules(
         block = max(1, INTERLEAVE_EXAMPLES // batch_size)
         for round_index in range(timing_rounds):
             totals = dict.fromkeys(rules, 0.0)
-            for j in range(0, len(batches), block):
-                shift = (j // block) % len(rules)
-                for rule in rules[shift:] + rules[:shift]:
-                    for indices, batch in batches[j : j + block]:
-                        start = time.perf_counter()
-                        out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
-                        totals[rule] += time.perf_counter() - start
-                        if round_index == 0:
-                            logits, exits = outputs[rule]
-                            logits[indices] = out.logits.float().cpu().numpy()
-                            exits[indices] = out.exit_layers.cpu().numpy()
+            for rule, group in interleaved_blocks(rules, batches, block):
+                for indices, batch in group:
+                    start = time.perf_counter()
+                    out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
+                    totals[rule] += time.perf_counter() - start
+                    if round_index == 0:
+                        logits, exits = outputs[rule]
+                        logits[indices] = out.logits.float().cpu().numpy()
+                        exits[indices] = out.exit_layers.cpu().numpy()
                 if bar is not None:
-                    bar.update(len(batches[j : j + block]))
+                    bar.update(len(group))
             for rule in rules:
                 rounds[rule].append(totals[rule])
     if bar is not None:
