@@ -116,12 +116,15 @@ def test_overwrite_and_resume_from_the_same_folder_contradict(tmp_path):
 def test_move_previous_run_keeps_earlier_moves_apart_and_says_where(tmp_path, caplog):
     (tmp_path / "checkpoint-3").mkdir()
     (tmp_path / "eval_results.json").write_text("[]")
+    (tmp_path / "tradeoff_rte_dev.png").write_bytes(b"")
     (tmp_path / "previous-run-20000101-000000").mkdir()
+    (tmp_path / "notes.txt").write_text("not written by a run")
     with caplog.at_level("WARNING", logger="pabee"):
         target = move_previous_run(tmp_path)
     assert target is not None and target.parent == tmp_path and target.name.startswith("previous-run-")
-    assert sorted(p.name for p in target.iterdir()) == ["checkpoint-3", "eval_results.json"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["previous-run-20000101-000000", target.name])
+    assert sorted(p.name for p in target.iterdir()) == ["checkpoint-3", "eval_results.json", "tradeoff_rte_dev.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["notes.txt", "previous-run-20000101-000000",
+                                                                  target.name])
     assert str(target) in caplog.text
     assert move_previous_run(tmp_path) is None  # nothing left to move
     assert move_previous_run(tmp_path / "missing") is None

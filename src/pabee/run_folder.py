@@ -2,12 +2,14 @@
 
 Every model and checkpoint a run saves carries ``pabee_run.json``: the task, its labels and the encoder the run
 started from. Resuming compares it with the run being resumed, so a checkpoint of another task, label set or model
-is refused instead of silently continued. ``--overwrite_output_dir`` moves everything a previous run left into
-``previous-run-<time>/`` inside the folder, where neither resuming nor ``--eval_all_checkpoints`` looks.
+is refused instead of silently continued. ``--overwrite_output_dir`` moves everything a previous run wrote into
+``previous-run-<time>/`` inside the folder, where neither resuming nor ``--eval_all_checkpoints`` looks; files a
+run does not write (notes, a driver script's own logs) stay where they are.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -21,6 +23,16 @@ logger = logging.getLogger(__name__)
 
 RUN_FILE = "pabee_run.json"
 PREVIOUS_RUN_PREFIX = "previous-run-"
+# What a run writes into its output folder (name patterns): checkpoints and their staging folder, the model and its
+# tokenizer, the Trainer's state, arguments and TensorBoard logs, evaluation records, plots and predictions, and the
+# temporary files of atomic writes. Code that writes something new into the output folder adds its pattern here.
+RUN_ARTEFACTS = (
+    "checkpoint-*", ".staging", ".*.tmp-*", "runs",
+    "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*", "config.json", "pabee_config.json", RUN_FILE,
+    "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
+    "chat_template.jinja", "training_args.bin", "trainer_state.json", "*_results.json",
+    "eval_results.json*", "tradeoff_*.png", "predictions",
+)
 
 
 def run_identity(task: TaskSpec, model, base_model: str | os.PathLike | None = None) -> dict:
@@ -94,13 +106,19 @@ def check_same_run(checkpoint: str | os.PathLike, identity: dict) -> None:
         )
 
 
+def is_run_artefact(name: str) -> bool:
+    """Whether a file or folder of this name in an output folder was written by a run (see RUN_ARTEFACTS)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in RUN_ARTEFACTS)
+
+
 def move_previous_run(output_dir: str | os.PathLike) -> Path | None:
-    """Move everything in ``output_dir`` except earlier ``previous-run-*`` folders into a new
-    ``output_dir/previous-run-<YYYYmmdd-HHMMSS>/`` and log where; returns that folder (None if nothing was there)."""
+    """Move what a previous run wrote in ``output_dir`` (:data:`RUN_ARTEFACTS`) into a new
+    ``output_dir/previous-run-<YYYYmmdd-HHMMSS>/`` and log where; returns that folder (None if there was nothing).
+    Other files, and the folders earlier overwrites made, stay."""
     root = Path(output_dir)
     if not root.is_dir():
         return None
-    entries = sorted(p for p in root.iterdir() if not p.name.startswith(PREVIOUS_RUN_PREFIX))
+    entries = sorted(p for p in root.iterdir() if is_run_artefact(p.name))
     if not entries:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S")
