@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from typing import TYPE_CHECKING
@@ -332,7 +333,9 @@ def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def _setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("pabee").setLevel(logging.INFO)
+    # under torchrun / accelerate launch only the first process reports; the others say only what goes wrong
+    first = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger("pabee").setLevel(logging.INFO if first else logging.WARNING)
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
 
