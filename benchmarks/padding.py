@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from pabee.bench import time_interleaved_batches
 from pabee.data import read_glue_split
 from pabee.features import Features, tokenize_examples
 from pabee.modeling import PabeeForSequenceClassification
 from pabee.runner import find_glue_dir
 from pabee.tasks import get_task
+from pabee.timing import time_interleaved_batches
 
 REPO = Path(__file__).resolve().parents[1]
 

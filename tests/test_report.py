@@ -1,4 +1,4 @@
-"""benchmarks/report.py end to end on a tiny random BERT and GLUE-format fixtures (seconds), and its picks."""
+"""benchmarks/report.py (and its stages, benchmarks/report_*.py) end to end on a tiny random BERT and GLUE-format fixtures (seconds), and its picks."""
 
 import argparse
 import importlib.util
@@ -12,6 +12,8 @@ import pytest
 import torch
 from fixtures import save_tiny_bert, write_glue_task
 
+from benchmarks import report_aggregate, report_args, report_plan, report_render, report_run
+from pabee.evaluate import INTERLEAVE_EXAMPLES
 from pabee.exit_rules import ExitRule
 from pabee.tasks import get_task
 
@@ -65,7 +67,7 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
             # full depth + patience 1..3 + 9 entropy + 7 confidence (all > 1/2) + layer 1..3, at two batch sizes
             assert len(run["records"]) == 2 * (1 + 3 + 9 + 7 + 3)
             entropies = sorted(r["exit_value"] for r in run["records"] if r["exit_rule"] == "entropy")[::2]
-            assert entropies == pytest.approx([f * math.log(2) for f in report.ENTROPY_FRACTIONS])
+            assert entropies == pytest.approx([f * math.log(2) for f in report_plan.ENTROPY_FRACTIONS])
         else:
             assert rule_kinds(run) == {"patience", "layer"}  # regression: no entropy / confidence
     assert results["max_train_samples"] == {"minilm": 12} and results["max_eval_samples"] == {"minilm": 10}
@@ -99,14 +101,21 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
     weights = {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")}
     assert len(weights) == 6
     note = "Hand-written: the shallow layers agree early."
-    (out / "results.md").write_text(markdown.replace(report.DISCUSSION_PLACEHOLDER, note))
+    (out / "results.md").write_text(markdown.replace(report_render.DISCUSSION_PLACEHOLDER, note))
     assert report.main(argv) == 0
     printed = capsys.readouterr().out
     assert printed.count(" reused ") == 6 and " start " not in printed
     assert {p: p.stat().st_mtime_ns for p in work.rglob("model.safetensors")} == weights
     again = (out / "results.md").read_text()
-    assert f"{report.DISCUSSION_START}\n{note}\n{report.DISCUSSION_END}" in again
+    assert f"{report_render.DISCUSSION_START}\n{note}\n{report_render.DISCUSSION_END}" in again
     assert json.loads((out / "results.json").read_text())["num_reused"] == 6
+
+    # The page is rendered from results.json alone: --render-only gives it again, discussion included.
+    (out / "results.md").write_text(again.replace("| PABEE | full depth |", "| edited |"))
+    assert report.main(["--render-only", "--out-dir", str(out)]) == 0
+    assert (out / "results.md").read_text() == again
+    assert report.main(["--render-only", "--out-dir", str(tmp_path / "nothing")]) == 2
+    assert "cannot read" in one_error_line(capsys)
 
 
 def one_error_line(capsys) -> str:
@@ -131,12 +140,12 @@ def test_quick_never_writes_into_docs(report, capsys):
 
 
 def test_exit_rules_follow_the_task(report):
-    mnli = report.exit_rules_for(get_task("MNLI"), 6)  # 3 classes: confidence 0.55.. > 1/3, entropy of ln 3
+    mnli = report_plan.exit_rules_for(get_task("MNLI"), 6)  # 3 classes: confidence 0.55.. > 1/3, entropy of ln 3
     assert [r.value for r in mnli if r.kind == "patience"] == [1, 2, 3, 4, 5]
     assert [r.value for r in mnli if r.kind == "layer"] == [1, 2, 3, 4, 5]
-    assert [r.value for r in mnli if r.kind == "confidence"] == list(report.CONFIDENCES)
+    assert [r.value for r in mnli if r.kind == "confidence"] == list(report_plan.CONFIDENCES)
     assert max(r.value for r in mnli if r.kind == "entropy") == pytest.approx(0.8 * math.log(3))
-    assert {r.kind for r in report.exit_rules_for(get_task("STS-B"), 6)} == {"patience", "layer"}
+    assert {r.kind for r in report_plan.exit_rules_for(get_task("STS-B"), 6)} == {"patience", "layer"}
     assert ExitRule("patience", 0) not in mnli  # full depth is added by the harness
 
 
@@ -147,23 +156,23 @@ def point(kind, value, metric, speedup):
 
 def test_picks_and_matching(report):
     patience = [point("patience", 1, 0.70, 2.0), point("patience", 2, 0.74, 1.5), point("patience", 3, 0.74, 1.2)]
-    assert report.pick_best(patience, "acc")["value"] == 2  # tie on the metric: the larger speed-up wins
-    assert report.pick_fastest_within(patience, "acc", 0.705)["value"] == 1  # 0.5 points below plain is allowed
-    assert report.pick_fastest_within(patience, "acc", 0.72)["value"] == 2
-    assert report.pick_fastest_within(patience, "acc", 0.80) is None
+    assert report_aggregate.pick_best(patience, "acc")["value"] == 2  # tie on the metric: the larger speed-up wins
+    assert report_aggregate.pick_fastest_within(patience, "acc", 0.705)["value"] == 1  # 0.5 points below plain is allowed
+    assert report_aggregate.pick_fastest_within(patience, "acc", 0.72)["value"] == 2
+    assert report_aggregate.pick_fastest_within(patience, "acc", 0.80) is None
     others = [point("layer", 3, 0.6, 1.33), point("layer", 4, 0.7, 1.0), point("entropy", 0.1, 0.7, 1.9)]
-    matched = report.match_by_speedup(patience, others)
+    matched = report_aggregate.match_by_speedup(patience, others)
     assert [(m["rule"], m["value"], m["matched_to"]) for m in matched] == [
         ("entropy", 0.1, ["patience 1", "patience 2", "patience 3"]),
         ("layer", 3, ["patience 1", "patience 2", "patience 3"]),
     ]
-    verdict = report.verdicts({**patience[0], "wall_to_layer": {"1": 0.96, "32": 0.8}}, "minilm")
+    verdict = report_aggregate.verdicts({**patience[0], "wall_to_layer": {"1": 0.96, "32": 0.8}}, "minilm")
     assert verdict["layer_speedup"]["met"] and verdict["wall_to_layer_bs1"]["met"]
     assert not verdict["wall_to_layer_bs32"]["met"]
 
 
 def config_for(report, argv: list[str]):
-    return report.make_config(report.build_parser().parse_args(argv), argv)
+    return report_args.make_config(report_args.build_parser().parse_args(argv), argv)
 
 
 def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path):
@@ -173,46 +182,46 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     config = config_for(report, [*paths, "--epochs", "2", "--max-train-samples", "MPNet=2000", "--learning-rate",
                                  "mpnet=2e-5", "--learning-rate", "1e-4", "--batch-size", "minilm=16",
                                  "--max-eval-samples", "mpnet=300"])
-    assert config.hyper["minilm"] == report.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
-                                                       batch_size=16, task_epochs=dict(report.TASK_EPOCHS))
-    assert config.hyper["mpnet"] == report.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
+    assert config.hyper["minilm"] == report_plan.ModelHyper(epochs=2.0, learning_rate=1e-4, max_train_samples=None,
+                                                       batch_size=16, task_epochs=dict(report_plan.TASK_EPOCHS))
+    assert config.hyper["mpnet"] == report_plan.ModelHyper(epochs=2.0, learning_rate=2e-5, max_train_samples=2000,
                                                       batch_size=32, precision="bf16", max_eval_samples=300,
-                                                      task_epochs=dict(report.TASK_EPOCHS))
-    assert config.timing_rounds == report.DEFAULT_TIMING_ROUNDS
-    plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report.plan_runs(config)}
+                                                      task_epochs=dict(report_plan.TASK_EPOCHS))
+    assert config.timing_rounds == report_plan.DEFAULT_TIMING_ROUNDS
+    plan = {(spec.model.name, spec.task.folder, spec.seed, spec.method): spec for spec in report_plan.plan_runs(config)}
     mpnet = plan[("mpnet", "RTE", 42, "pabee")]
     assert {k: v for k, v in config.run_key(mpnet).items() if k not in ("model", "task", "seed", "method")} == {
         "epochs": 2.0, "learning_rate": 2e-5, "batch_size": 32, "precision": "bf16", "max_train_samples": 2000,
         "max_eval_samples": 300}
     assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["learning_rate"] == 1e-4
     assert config.run_key(plan[("minilm", "RTE", 42, "plain")])["max_eval_samples"] is None
-    assert report.run_settings(mpnet, config, train=False).max_eval_samples == 300
-    train = report.run_settings(mpnet, config, train=True)
+    assert report_run.run_settings(mpnet, config, train=False).max_eval_samples == 300
+    train = report_run.run_settings(mpnet, config, train=True)
     assert train.max_train_samples == 2000 and not train.do_eval
-    assert train.train.bf16 and not report.run_settings(plan[("minilm", "RTE", 42, "pabee")], config, True).train.bf16
+    assert train.train.bf16 and not report_run.run_settings(plan[("minilm", "RTE", 42, "pabee")], config, True).train.bf16
     assert (train.train.learning_rate, train.train.num_train_epochs, train.train.per_device_train_batch_size) == (
         2e-5, 2.0, 32)
-    minilm = report.run_settings(plan[("minilm", "RTE", 42, "plain")], config, train=True)
+    minilm = report_run.run_settings(plan[("minilm", "RTE", 42, "plain")], config, train=True)
     assert (minilm.max_train_samples, minilm.train.learning_rate, minilm.train.per_device_train_batch_size) == (
         None, 1e-4, 16)
-    evaluate = report.run_settings(mpnet, config, train=False)
-    assert evaluate.do_eval and not evaluate.do_train and evaluate.timing_rounds == report.DEFAULT_TIMING_ROUNDS
-    command = report.subset_command(config, "mpnet", get_task("RTE"))
+    evaluate = report_run.run_settings(mpnet, config, train=False)
+    assert evaluate.do_eval and not evaluate.do_train and evaluate.timing_rounds == report_plan.DEFAULT_TIMING_ROUNDS
+    command = report_plan.subset_command(config, "mpnet", get_task("RTE"))
     assert "--learning-rate 2e-05 --max-train-samples 2000" in command and "--batch-size" not in command
-    assert "--batch-size 16" in report.subset_command(config, "minilm", get_task("RTE"))
+    assert "--batch-size 16" in report_plan.subset_command(config, "minilm", get_task("RTE"))
 
     # No flag: the full report takes MODEL_DEFAULTS per model, --quick its own defaults for every model.
     full = config_for(report, paths)
     for name in ("minilm", "mpnet"):
-        assert full.hyper[name] == report.ModelHyper(**report.MODEL_DEFAULTS[name], task_epochs=dict(report.TASK_EPOCHS))
+        assert full.hyper[name] == report_plan.ModelHyper(**report_plan.MODEL_DEFAULTS[name], task_epochs=dict(report_plan.TASK_EPOCHS))
     # SST-2's epochs are shown only for the model that trains on SST-2 (MPNet does not by default)
-    assert report.hyper_parameters(full, "minilm")["task_epochs"] == {"SST-2": 2.0}
-    assert report.hyper_parameters(full, "mpnet")["task_epochs"] == {}
+    assert report_aggregate.hyper_parameters(full, "minilm")["task_epochs"] == {"SST-2": 2.0}
+    assert report_aggregate.hyper_parameters(full, "mpnet")["task_epochs"] == {}
     quick = config_for(report, [*paths, "--quick", "--max-train-samples", "mpnet=all"])
-    assert quick.hyper["minilm"].max_train_samples == report.QUICK["max_train_samples"]
-    assert quick.hyper["mpnet"].max_train_samples is None and quick.hyper["mpnet"].epochs == report.QUICK["epochs"]
+    assert quick.hyper["minilm"].max_train_samples == report_plan.QUICK["max_train_samples"]
+    assert quick.hyper["mpnet"].max_train_samples is None and quick.hyper["mpnet"].epochs == report_plan.QUICK["epochs"]
     assert quick.timing_rounds == 1
-    assert "--max-train-samples all" in report.subset_command(quick, "mpnet", get_task("RTE"))
+    assert "--max-train-samples all" in report_plan.subset_command(quick, "mpnet", get_task("RTE"))
 
 
 @pytest.mark.parametrize("bad", [["--epochs", "bert=3"], ["--learning-rate", "0"], ["--max-train-samples", "-1"],
@@ -220,7 +229,7 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
                                  ["--shard", "1"]])
 def test_bad_values_are_rejected(bad, report, capsys):
     with pytest.raises(SystemExit) as raised:
-        report.build_parser().parse_args(bad)
+        report_args.build_parser().parse_args(bad)
     assert raised.value.code == 2
     assert f"argument {bad[0]}" in capsys.readouterr().err
 
@@ -234,7 +243,7 @@ def test_shard_needs_train_only(report, tmp_path, capsys):
 
 def test_without_train_only_drops_the_training_flags(report):
     argv = ["--quick", "--train-only", "--shard", "1/2", "--seeds", "42", "--shard=2/2", "--train", "--sh", "1/3"]
-    assert report.without_train_only(argv) == ["--quick", "--seeds", "42"]
+    assert report_args.without_train_only(argv) == ["--quick", "--seeds", "42"]
 
 
 def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_path, capsys):
@@ -304,35 +313,40 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     assert "--learning-rate 0.0001 --max-train-samples 8" in markdown  # mpnet's own command
 
 
-def test_run_folders_from_before_the_batch_size_was_recorded_are_kept(report, tmp_path):
+def test_a_run_folder_with_other_or_missing_settings_is_refused_never_reused(report, tmp_path):
     tiny = save_tiny_bert(tmp_path / "tiny")
     argv = ["--quick", "--model-path", f"minilm={tiny}", "--work-dir", str(tmp_path / "w"), "--out-dir",
             str(tmp_path / "o")]
-    spec = report.plan_runs(config_for(report, argv))[0]
+    spec = report_plan.plan_runs(config_for(report, argv))[0]
     spec.output_dir.mkdir(parents=True)
-    old = {k: v for k, v in config_for(report, argv).run_key(spec).items() if k != "batch_size"}
-    (spec.output_dir / report.RUN_META).write_text(json.dumps({"settings": old, "elapsed_s": 1.0}))
-    assert report.run_status(spec, config_for(report, argv)) == "new"  # batch 32, as every earlier run
-    with pytest.raises(report.ReportError, match=r"batch_size 32 != 16"):
-        report.run_status(spec, config_for(report, [*argv, "--batch-size", "16"]))
-    with pytest.raises(report.ReportError, match=r"learning_rate 5e-05 != 0.0001"):
-        report.run_status(spec, config_for(report, [*argv, "--learning-rate", "minilm=1e-4"]))
-    assert report.run_status(spec, config_for(report, [*argv, "--timing-rounds", "5"])) == "new"
+    key = config_for(report, argv).run_key(spec)
+    meta = spec.output_dir / report_run.RUN_META
+    meta.write_text(json.dumps({"settings": key, "elapsed_s": 1.0}))
+    assert report_run.run_status(spec, config_for(report, argv)) == "new"  # its training never finished
+    with pytest.raises(report_plan.ReportError, match=r"batch_size 32 != 16"):
+        report_run.run_status(spec, config_for(report, [*argv, "--batch-size", "16"]))
+    with pytest.raises(report_plan.ReportError, match=r"learning_rate 5e-05 != 0.0001"):
+        report_run.run_status(spec, config_for(report, [*argv, "--learning-rate", "minilm=1e-4"]))
+    assert report_run.run_status(spec, config_for(report, [*argv, "--timing-rounds", "5"])) == "new"
+    # a folder written before the batch size was part of a run's settings: regenerate it (no guessing)
+    meta.write_text(json.dumps({"settings": {k: v for k, v in key.items() if k != "batch_size"}, "elapsed_s": 1.0}))
+    with pytest.raises(report_plan.ReportError, match=r"batch_size None != 32"):
+        report_run.run_status(spec, config_for(report, argv))
 
 
 def test_epochs_per_task_override_the_model_default(report):
-    parse = report.per_model(report.positive_float, tasks=True)
+    parse = report_args.per_model(report_args.positive_float, tasks=True)
     assert parse("SST2=2") == ("task:sst-2", 2.0)
     assert parse("minilm=4") == ("minilm", 4.0)
     with pytest.raises(argparse.ArgumentTypeError, match="model or task"):
         parse("nosuch=2")
-    args = report.build_parser().parse_args(["--epochs", "5", "--epochs", "RTE=7"])
-    hyper = report.resolve_hyper(args, "minilm", quick=False)
+    args = report_args.build_parser().parse_args(["--epochs", "5", "--epochs", "RTE=7"])
+    hyper = report_args.resolve_hyper(args, "minilm", quick=False)
     assert hyper.epochs_for(get_task("mrpc")) == 5.0
     assert hyper.epochs_for(get_task("rte")) == 7.0
-    assert hyper.epochs_for(get_task("sst-2")) == report.TASK_EPOCHS["sst-2"]  # the full-report default
-    quick = report.resolve_hyper(report.build_parser().parse_args(["--quick"]), "minilm", quick=True)
-    assert quick.epochs_for(get_task("sst-2")) == report.QUICK["epochs"]
+    assert hyper.epochs_for(get_task("sst-2")) == report_plan.TASK_EPOCHS["sst-2"]  # the full-report default
+    quick = report_args.resolve_hyper(report_args.build_parser().parse_args(["--quick"]), "minilm", quick=True)
+    assert quick.epochs_for(get_task("sst-2")) == report_plan.QUICK["epochs"]
 
 
 def test_max_seeds_limits_one_models_runs(report, tmp_path):
@@ -340,27 +354,29 @@ def test_max_seeds_limits_one_models_runs(report, tmp_path):
     argv = ["--model-path", f"minilm={tiny}", "--model-path", f"mpnet={tiny}", "--models", "minilm,mpnet",
             "--tasks", "RTE", "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
     config = config_for(report, argv)
-    assert config.max_seeds == report.MAX_SEEDS
-    runs = {(spec.model.name, spec.seed) for spec in report.plan_runs(config)}
+    assert config.max_seeds == report_plan.MAX_SEEDS
+    runs = {(spec.model.name, spec.seed) for spec in report_plan.plan_runs(config)}
     assert runs == {("minilm", 42), ("minilm", 43), ("minilm", 44), ("mpnet", 42)}
     config = config_for(report, [*argv, "--max-seeds", "2", "--max-seeds", "minilm=3"])
-    runs = {(spec.model.name, spec.seed) for spec in report.plan_runs(config)}
+    runs = {(spec.model.name, spec.seed) for spec in report_plan.plan_runs(config)}
     assert runs == {("minilm", 42), ("minilm", 43), ("minilm", 44), ("mpnet", 42), ("mpnet", 43)}
-    assert "--seeds 42,43 " in report.subset_command(config, "mpnet", get_task("RTE"))
+    assert "--seeds 42,43 " in report_plan.subset_command(config, "mpnet", get_task("RTE"))
 
 
 def test_timing_text_says_how_the_rules_were_interleaved(report):
     blocks = [{"extra": {"eval_seconds_rounds": [1.0], "timing_block_batches": 16}}]
     batches = [{"extra": {"eval_seconds_rounds": [1.0]}}]
-    assert report.interleaving_of(blocks) == "blocks"
-    assert report.interleaving_of(batches + blocks) == "batches" and report.interleaving_of([]) == "batches"
-    base = {"timing_rounds": 1, "timing_rounds_used": [{"value": 1, "runs": 3}]}
-    new = report.render_timing({**base, "timing_interleaving_used": [{"value": "blocks", "runs": 3}]})
-    assert f"in blocks (every rule in turn runs {report.INTERLEAVE_EXAMPLES} examples'" in new
+    assert report_aggregate.interleaving_of(blocks) == "blocks"
+    assert report_aggregate.interleaving_of(batches + blocks) == "batches"
+    assert report_aggregate.interleaving_of([]) == "batches"
+    base = {"timing_rounds": 1, "timing_rounds_used": [{"value": 1, "runs": 3}],
+            "eval_threads_used": [{"value": 2, "runs": 3}]}
+    new = report_render.render_timing({**base, "timing_interleaving_used": [{"value": "blocks", "runs": 3}]})
+    assert f"in blocks (every rule in turn runs {INTERLEAVE_EXAMPLES} examples'" in new
     assert "batch by batch" not in new
-    old = report.render_timing(base)  # a results.json from before the interleaving was recorded
-    assert "interleaves all exit rules batch by batch" in old
-    mixed = report.render_timing(
+    old = report_render.render_timing({**base, "timing_interleaving_used": [{"value": "batches", "runs": 3}]})
+    assert "interleaves all exit rules batch by batch" in old and "Evaluations ran with 2 torch threads" in old
+    mixed = report_render.render_timing(
         {**base, "timing_interleaving_used": [{"value": "blocks", "runs": 1}, {"value": "batches", "runs": 2}]}
     )
     assert "consecutive inputs as in use) in 1 run" in mixed and "rotating order) in 2 runs" in mixed

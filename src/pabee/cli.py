@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from typing import TYPE_CHECKING
@@ -193,7 +194,8 @@ def pabee_parser() -> argparse.ArgumentParser:
     for name, text in [
         ("train", "fine-tune (default model: the embedded MiniLM-L6) and evaluate every patience"),
         ("eval", "evaluate a fine-tuned model over patiences (and checkpoints)"),
-        ("predict", "write GLUE-format test predictions"),
+        ("predict", "write GLUE-format test predictions (pabee predict MODEL --input FILE: predict raw texts, "
+                    "see pabee predict MODEL --help)"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
         _add_common(cmd, seed=False)
@@ -202,6 +204,8 @@ def pabee_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--do_predict", action="store_true")
         if name == "eval":
             cmd.add_argument("--do_predict", action="store_true")
+    # listed for --help only: main() hands "serve" to pabee.serving.cli before this parser runs
+    sub.add_parser("serve", help="serve a saved model over HTTP (see pabee serve --help)", add_help=False)
     return p
 
 
@@ -332,13 +336,19 @@ def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) 
 
 def _setup_logging() -> None:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-    logging.getLogger("pabee").setLevel(logging.INFO)
+    # under torchrun / accelerate launch only the first process reports; the others say only what goes wrong
+    first = int(os.environ.get("RANK", "0")) == 0
+    logging.getLogger("pabee").setLevel(logging.INFO if first else logging.WARNING)
     warnings.simplefilter("default", UserWarning)
     warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pabee`` console command."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    dispatched = _dispatch(argv)
+    if dispatched is not None:
+        return dispatched
     parser = pabee_parser()
     args = parser.parse_args(argv)
     _check_exit_args(parser, args)
@@ -350,6 +360,21 @@ def main(argv: list[str] | None = None) -> int:
     else:
         settings = settings_from_args(args, False, False, True)
     return _execute(settings, "pabee")
+
+
+def _dispatch(argv: list[str]) -> int | None:
+    """Run the subcommands that live in their own modules (raw-text predict, serve); None for the others."""
+    from .cli_predict import is_raw_text_mode
+
+    if is_raw_text_mode(argv):
+        from .cli_predict import main as predict_main
+
+        return predict_main(argv[1:])
+    if argv and argv[0] == "serve":
+        from .serving.cli import main as serve_main
+
+        return serve_main(argv[1:])
+    return None
 
 
 def seed_main(argv: list[str] | None = None) -> int:

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bench import interleaved_blocks
 from .config import atomic_write_text
 from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
 from .features import Features, length_sorted_batches
 from .metrics import compute_metrics
 from .tasks import TaskSpec
+from .timing import interleaved_blocks
 
 logger = logging.getLogger(__name__)
 

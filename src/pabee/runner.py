@@ -243,7 +243,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                 mean = init_regression_heads(model, train_features.labels)
                 logger.info("regression heads start at the mean training label %.4g", mean)
         logger.info("training on %d examples of %s", len(train_features), task.name)
-        metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training)
+        metrics = train(model, tokenizer, task, train_features, settings.train, dev_for_training,
+                        base_model=source, overwrite_output_dir=settings.overwrite_output_dir)
         logger.info("training done: %s", metrics)
 
     if int(os.environ.get("RANK", "0")) != 0:

@@ -1,6 +1,7 @@
 """Fine-tuning with the transformers Trainer: joint training of the backbone and every internal classifier.
 
-Runs unchanged under ``torchrun`` / ``accelerate launch`` (the Trainer handles distribution). Checkpoints are
+Runs data-parallel under ``torchrun`` / ``accelerate launch`` (the Trainer shards every epoch over the processes;
+on a machine without GPUs they train on the CPU over gloo), and only the first process writes. Checkpoints are
 written to a staging folder and renamed into place, so an interrupted run never leaves a half-written
 ``checkpoint-N`` behind and can resume from the last complete one.
 """
@@ -21,6 +22,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .evaluate import layer_metrics
 from .features import Features
+from .run_folder import check_same_run, move_previous_run, run_identity, save_run_identity
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -99,10 +101,12 @@ def init_regression_heads(model, labels) -> float:
 class PabeeTrainer(Trainer):
     """Trainer that saves pabee folders, writes checkpoints atomically and evaluates every internal classifier."""
 
-    def __init__(self, *args, task: TaskSpec, classifier_learning_rate: float, **kwargs):
+    def __init__(self, *args, task: TaskSpec, classifier_learning_rate: float, run_identity: dict | None = None,
+                 **kwargs):
         super().__init__(*args, **kwargs)
         self.task = task
         self.classifier_learning_rate = classifier_learning_rate
+        self.run_identity = run_identity  # saved as pabee_run.json with every checkpoint and the final model
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer, with the internal classifiers moved to groups of their own learning rate.
@@ -133,20 +137,26 @@ class PabeeTrainer(Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(output_dir)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+        if self.run_identity is not None:
+            save_run_identity(output_dir, self.run_identity)
 
     def _save_checkpoint(self, model, trial) -> None:
-        # Write checkpoint-N under <output_dir>/.staging, then rename it into place in one step.
+        # Write checkpoint-N under <output_dir>/.staging, then rename it into place in one step. Under torchrun
+        # every process writes its RNG state into the staging folder, so the writer clears it first and renames
+        # it only when all have written (wait_for_everyone does nothing in a single process).
         run_dir = self._get_output_dir(trial=trial)
         staging_root = os.path.join(run_dir, STAGING_DIR)
         name = f"checkpoint-{self.state.global_step}"
         if self.args.should_save:
             shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
+        self.accelerator.wait_for_everyone()
         original = self._get_output_dir
         self._get_output_dir = lambda trial=None: staging_root
         try:
             super()._save_checkpoint(model, trial)
         finally:
             self._get_output_dir = original
+        self.accelerator.wait_for_everyone()
         if self.args.should_save:
             final = os.path.join(run_dir, name)
             if os.path.isdir(final):
@@ -182,10 +192,19 @@ def _layer_metrics_fn(task: TaskSpec):
 
 
 def check_output_dir(output_dir: str | os.PathLike, overwrite: bool, resume: str | bool | None) -> None:
-    """Refuse to train into a non-empty folder unless asked to overwrite it or to resume from it."""
+    """Refuse to train into a non-empty folder unless asked to overwrite it or to resume from it, and refuse to do
+    both with a checkpoint of that folder (overwriting moves the previous run, checkpoints included, aside)."""
     path = Path(output_dir)
     if path.is_file():
         raise ValueError(f"output_dir {path} is a file")
+    if overwrite and resume not in (None, False, ""):
+        inside = resume is True or resume == "last" or path.resolve() in Path(resume).resolve().parents
+        if inside:
+            raise ValueError(
+                "--overwrite_output_dir moves the previous run aside, checkpoints included, so it cannot be combined "
+                f"with --resume_from_checkpoint from {path}: drop --overwrite_output_dir to resume, or "
+                "--resume_from_checkpoint to train anew"
+            )
     if path.is_dir() and any(path.iterdir()) and not overwrite and not resume:
         raise ValueError(
             f"output_dir {path} already exists and is not empty; use --overwrite_output_dir to train anew "
@@ -209,6 +228,26 @@ def resolve_resume(output_dir: str, resume: str | bool | None) -> str | None:
     return str(resume)
 
 
+def _launched_processes() -> int:
+    """How many processes torchrun / accelerate launch started (1 when run directly)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _train_on_cpu(settings: TrainSettings) -> bool:
+    """Whether to tell the Trainer ``use_cpu``: when asked, for bf16 without CUDA (CPU autocast), and when there
+    is no accelerator to use. Not saying so on a GPU-less machine breaks torchrun: accelerate then initialises a
+    process group but reports no distribution, and every process trains alone on all the data."""
+    if settings.use_cpu or (settings.bf16 and not torch.cuda.is_available()):
+        return True
+    if hasattr(torch, "accelerator"):
+        device = torch.accelerator.current_accelerator()
+    else:  # torch < 2.6
+        device = torch.device("cuda") if torch.cuda.is_available() else None
+    if device is None:
+        return True
+    return device.type == "mps" and _launched_processes() > 1  # accelerate cannot spread processes over MPS
+
+
 def train(
     model,
     tokenizer,
@@ -216,10 +255,17 @@ def train(
     train_features: Features,
     settings: TrainSettings,
     eval_features: Features | None = None,
+    *,
+    base_model: str | os.PathLike | None = None,
+    overwrite_output_dir: bool = False,
 ) -> dict:
     """Fine-tune ``model`` jointly (backbone + all classifiers) and save it into ``settings.output_dir``.
 
-    Returns the Trainer's training metrics. Checkpoints go to ``output_dir/checkpoint-N`` every ``save_steps``.
+    Returns the Trainer's training metrics. Checkpoints go to ``output_dir/checkpoint-N`` every ``save_steps``,
+    each with ``pabee_run.json`` (task, labels, ``base_model`` = what the model was loaded from); resuming refuses
+    a checkpoint whose record differs. ``overwrite_output_dir`` first moves whatever the folder holds into
+    ``output_dir/previous-run-<time>/``. Under torchrun / accelerate launch every process calls this; each trains
+    on a shard of every epoch and only the first one writes.
     """
     if train_features.labels is None:
         raise ValueError("the training data has no labels")
@@ -229,7 +275,7 @@ def train(
     if fp16 and (settings.use_cpu or not torch.cuda.is_available()):
         logger.warning("--fp16 needs a CUDA GPU; training in fp32 on the CPU")
         fp16 = False
-    use_cpu = settings.use_cpu or (settings.bf16 and not torch.cuda.is_available())  # bf16 autocast on the CPU
+    use_cpu = _train_on_cpu(settings)
     report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
     args = TrainingArguments(
         output_dir=settings.output_dir,
@@ -264,6 +310,14 @@ def train(
     if classifier_lr is None:
         classifier_lr = CLASSIFIER_LR_RATIO * settings.learning_rate
     logger.info("learning rate %g for the backbone, %g for the internal classifiers", settings.learning_rate, classifier_lr)
+    if overwrite_output_dir:
+        with args.main_process_first(local=False, desc="moving the previous run aside"):
+            if args.process_index == 0:
+                move_previous_run(settings.output_dir)
+    identity = run_identity(task, model, base_model)
+    resume = resolve_resume(settings.output_dir, settings.resume_from_checkpoint)
+    if resume is not None:
+        check_same_run(resume, identity)
     model.train()
     trainer = PabeeTrainer(
         model=model,
@@ -275,11 +329,12 @@ def train(
         compute_metrics=_layer_metrics_fn(task) if settings.evaluate_during_training else None,
         task=task,
         classifier_learning_rate=classifier_lr,
+        run_identity=identity,
     )
-    resume = resolve_resume(settings.output_dir, settings.resume_from_checkpoint)
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
     trainer.save_state()
-    shutil.rmtree(os.path.join(settings.output_dir, STAGING_DIR), ignore_errors=True)
+    if args.should_save:
+        shutil.rmtree(os.path.join(settings.output_dir, STAGING_DIR), ignore_errors=True)
     model.eval()
     return dict(result.metrics)

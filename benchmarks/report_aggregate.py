@@ -1,0 +1,342 @@
+"""The results report's aggregation: the finished runs' records -> results.json (means over seeds per exit-rule
+setting, the matched rows, the picks and their verdicts against the targets, the setup the page states)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from pabee.runner import RunSettings, load_task_data
+from pabee.tasks import TaskSpec, get_task
+from pabee.timing import mean_std
+from pabee.train import CLASSIFIER_LR_RATIO
+
+from .machine import machine_info
+from .report_plan import (
+    BATCH_SIZES,
+    LAYER_SPEEDUP_TARGETS,
+    METHODS,
+    OTHER_KINDS,
+    PABEE,
+    PLAIN,
+    QUALITY_TOLERANCE,
+    WALL_TO_LAYER_TARGETS,
+    ModelSpec,
+    ReportConfig,
+    RunSpec,
+    command_line,
+    display_path,
+    subset_command,
+)
+from .report_run import RUN_META, final_records, read_json, value_key
+
+# ---------------------------------------------------------------------------------------------------- one run
+
+
+def training_time(folder: Path) -> dict:
+    """train_runtime and epochs from the Trainer's final state, and their ratio (seconds per epoch)."""
+    state = read_json(folder / "trainer_state.json") or {}
+    final = next((e for e in reversed(state.get("log_history", [])) if "train_runtime" in e), None)
+    if final is None:
+        return {"train_runtime_s": None, "epochs": None, "train_s_per_epoch": None}
+    epochs = final.get("epoch") or state.get("epoch") or state.get("num_train_epochs")
+    runtime = float(final["train_runtime"])
+    return {"train_runtime_s": runtime, "epochs": epochs, "train_s_per_epoch": runtime / epochs if epochs else None}
+
+
+def timing_rounds_of(records: Sequence[dict]) -> int:
+    """The timed rounds the records were evaluated with (the most, if they differ)."""
+    return max((len(r["extra"].get("eval_seconds_rounds", ())) for r in records), default=0)
+
+
+def interleaving_of(records: Sequence[dict]) -> str:
+    """"blocks" when the records were timed with the exit rules taking turns on blocks of consecutive batches
+    (``extra.timing_block_batches``), "batches" when the rules took turns batch by batch."""
+    if records and all("timing_block_batches" in r["extra"] for r in records):
+        return "blocks"
+    return "batches"
+
+
+def load_run(spec: RunSpec, reused: bool) -> dict:
+    """A run's metadata, training time and conditions, evaluation timing and raw records, as stored in
+    results.json."""
+    meta = read_json(spec.output_dir / RUN_META)
+    records = final_records(spec)
+    return {
+        "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
+        "output_dir": display_path(spec.output_dir), "reused": reused, "elapsed_s": meta["elapsed_s"],
+        "train_s": meta["train_s"], "eval_s": meta["eval_s"],
+        "train_threads": meta["training"]["torch_threads"], "train_shard": meta["training"]["shard"],
+        "timing_rounds": timing_rounds_of(records), "eval_threads": meta["evaluation"]["torch_threads"],
+        "timing_interleaving": interleaving_of(records), **training_time(spec.output_dir), "records": records,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- points
+
+
+def rule_label(kind: str, value: float, task: TaskSpec) -> str:
+    """"patience 2", "entropy 0.3 ln C", "confidence 0.9", "layer 3"; "full depth" for patience 0."""
+    if kind == "patience" and value == 0:
+        return "full depth"
+    if kind == "entropy":
+        return f"entropy {value / math.log(task.num_labels):.3g} ln C"
+    return f"{kind} {value:g}"
+
+
+def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
+    """One rule setting over seeds. by_seed[seed][batch size] = record. Quality and exit layers come from the
+    largest batch size (they are the same at every batch size); speed-ups are means over seeds."""
+    seeds = sorted(by_seed)
+    quality = [by_seed[s][max(by_seed[s])] for s in seeds]
+    first = quality[0]
+    metrics = {}
+    for name in task.metric_names:
+        values = [r["metrics"][name] for r in quality]
+        mean, std = mean_std(values)
+        metrics[name] = {"mean": mean, "std": std, "values": values}
+    layer_speedup = mean_std([r["layer_speedup"] for r in quality])[0]
+    wall = {}
+    for bs in BATCH_SIZES:
+        values = [by_seed[s][bs]["wall_speedup"] for s in seeds if by_seed[s].get(bs, {}).get("wall_speedup")]
+        wall[str(bs)] = mean_std(values)[0] if len(values) == len(seeds) else None
+    histogram: dict[str, int] = {}
+    for r in quality:
+        for layer, count in r["exit_layer_histogram"].items():
+            histogram[layer] = histogram.get(layer, 0) + count
+    return {
+        "rule": first["exit_rule"], "value": first["exit_value"], "label": "",
+        "seeds": seeds, "metrics": metrics, "num_examples": first["num_examples"],
+        "avg_exit_layer": mean_std([r["avg_exit_layer"] for r in quality])[0],
+        "layer_speedup": layer_speedup,
+        "wall_speedup": wall,
+        "wall_to_layer": {bs: (w / layer_speedup if w is not None else None) for bs, w in wall.items()},
+        "exit_layer_histogram": histogram,
+    }
+
+
+def cross_run_wall_speedup(plain: dict[int, dict[int, dict]], full: dict[int, dict[int, dict]]) -> dict:
+    """Plain fine-tuning's speed-up against PABEE full depth at each batch size: PABEE full-depth seconds / plain
+    seconds, paired by seed, mean over seeds. Both run the same layers, so this is a noise check (about 1)."""
+    out = {}
+    for bs in BATCH_SIZES:
+        ratios = [full[s][bs]["eval_seconds"] / plain[s][bs]["eval_seconds"] for s in plain
+                  if s in full and bs in full[s] and bs in plain[s] and plain[s][bs]["eval_seconds"] > 0]
+        out[str(bs)] = mean_std(ratios)[0] if ratios and len(ratios) == len(plain) else None
+    return out
+
+
+def main_mean(point: dict, metric: str) -> float:
+    return point["metrics"][metric]["mean"]
+
+
+def pick_best(patience: Sequence[dict], metric: str) -> dict | None:
+    """Highest mean main metric on dev; ties go to the larger layer speed-up."""
+    return max(patience, key=lambda p: (round(main_mean(p, metric), 12), p["layer_speedup"]), default=None)
+
+
+def pick_fastest_within(patience: Sequence[dict], metric: str, reference: float) -> dict | None:
+    """The largest layer speed-up among points within QUALITY_TOLERANCE of ``reference`` (or better)."""
+    ok = [p for p in patience if main_mean(p, metric) >= reference - QUALITY_TOLERANCE - 1e-12]
+    return max(ok, key=lambda p: (p["layer_speedup"], main_mean(p, metric)), default=None)
+
+
+def match_by_speedup(patience: Sequence[dict], others: Sequence[dict]) -> list[dict]:
+    """For every patience point and every other rule kind, the point of that kind whose mean layer speed-up is
+    closest. Each matched point appears once, with the patience points it was matched to (``matched_to``)."""
+    matched: dict[tuple, dict] = {}
+    for target in patience:
+        for kind in OTHER_KINDS:
+            candidates = [p for p in others if p["rule"] == kind]
+            if not candidates:
+                continue
+            best = min(candidates, key=lambda p: (abs(p["layer_speedup"] - target["layer_speedup"]), p["value"]))
+            key = (best["rule"], best["value"])
+            matched.setdefault(key, {**best, "matched_to": []})["matched_to"].append(target["label"])
+    return sorted(matched.values(), key=lambda p: (OTHER_KINDS.index(p["rule"]), p["value"]))
+
+
+def verdicts(point: dict | None, model: str) -> dict:
+    """Layer speed-up and wall/layer ratios of a picked point against the targets ("met" / "not met")."""
+    if point is None:
+        return {}
+    out = {}
+    target = LAYER_SPEEDUP_TARGETS.get(model)
+    if target is not None:
+        out["layer_speedup"] = {"value": point["layer_speedup"], "target": target,
+                                "met": point["layer_speedup"] >= target}
+    for bs, minimum in WALL_TO_LAYER_TARGETS.items():
+        value = point["wall_to_layer"].get(str(bs))
+        out[f"wall_to_layer_bs{bs}"] = {"value": value, "target": minimum,
+                                         "met": value is not None and value >= minimum}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- one task
+
+
+def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dict[int, dict]]]:
+    """{(method, rule kind, value): {seed: {batch size: record}}} for one split."""
+    table: dict[tuple, dict[int, dict[int, dict]]] = {}
+    for one in runs:
+        for r in one["records"]:
+            if r["split"] == split:
+                key = (one["method"], r["exit_rule"], value_key(r["exit_value"]))
+                table.setdefault(key, {}).setdefault(one["seed"], {})[r["batch_size"]] = r
+    return table
+
+
+def training_condition(run: dict) -> tuple[int, int | None]:
+    """(torch threads, number of shards or None) the run was trained with."""
+    shard = run["train_shard"]
+    return run["train_threads"], int(shard.split("/")[1]) if shard else None
+
+
+def training_ratio(runs: Sequence[dict]) -> dict:
+    """Seconds per training epoch of each method (mean over seeds) and PABEE / plain; ``mixed_conditions`` when
+    the runs were trained with different torch threads or sharding (the ratio is then less comparable)."""
+    per_method = {}
+    for method in METHODS:
+        values = [r["train_s_per_epoch"] for r in runs if r["method"] == method and r["train_s_per_epoch"]]
+        per_method[method] = mean_std(values)[0] if values else None
+    plain, pabee = per_method[PLAIN], per_method[PABEE]
+    conditions = {training_condition(r) for r in runs if r["train_s_per_epoch"]}
+    return {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee,
+            "ratio": pabee / plain if plain and pabee else None, "mixed_conditions": len(conditions) > 1}
+
+
+def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> dict:
+    """Means over seeds of every point, the matched rows, the picks and their verdicts for one model and task."""
+    split = task.dev_splits[0]
+    table = index_records(runs, split)
+    points = {key: point_stats(by_seed, task) for key, by_seed in table.items()}
+    for (method, kind, value), point in points.items():
+        point["label"] = "plain fine-tuning" if method == PLAIN else rule_label(kind, value, task)
+    plain = points.get((PLAIN, "patience", 0))
+    full = points.get((PABEE, "patience", 0))
+    if plain is not None and full is not None:
+        plain["wall_speedup"] = cross_run_wall_speedup(table[(PLAIN, "patience", 0)], table[(PABEE, "patience", 0)])
+        plain["wall_to_layer"] = dict(plain["wall_speedup"])  # layer speed-up 1
+        plain["cross_run"] = True
+    pabee = [p for (method, _, _), p in points.items() if method == PABEE]
+    patience = sorted((p for p in pabee if p["rule"] == "patience" and p["value"] > 0), key=lambda p: p["value"])
+    others = [p for p in pabee if p["rule"] in OTHER_KINDS]
+    metric = task.main_metric
+    best = pick_best(patience, metric)
+    fastest = pick_fastest_within(patience, metric, main_mean(plain, metric)) if plain else None
+    return {
+        "model": model.name, "task": task.folder, "split": split, "main_metric": task.main_metric,
+        "metric_names": list(task.metric_names), "num_layers": model.num_layers,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "num_examples": (plain or full or {}).get("num_examples"),
+        "plain": plain, "full_depth": full, "patience": patience, "matched": match_by_speedup(patience, others),
+        "all_points": sorted(pabee, key=lambda p: (p["rule"], p["value"])),
+        "best_patience": best, "best_verdicts": verdicts(best, model.name),
+        "fastest_within": fastest, "fastest_verdicts": verdicts(fastest, model.name),
+        "training": training_ratio(runs),
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+def count_available(task: TaskSpec, config: ReportConfig) -> int | None:
+    """Training examples of the task; None when the data cannot be read."""
+    try:
+        data = load_task_data(RunSettings(output_dir="", task_name=task.folder, data_dir=config.glue_dir,
+                                          do_train=True))
+    except (ValueError, OSError):
+        return None
+    return len(data.train or [])
+
+
+def training_examples(config: ReportConfig) -> dict[str, dict[str, dict]]:
+    """{model: {task: {"available", "used"}}}: examples used after the model's --max-train-samples."""
+    available: dict[str, int | None] = {}
+    out = {}
+    for model in config.models:
+        limit = config.hyper[model.name].max_train_samples
+        out[model.name] = {}
+        for task in config.tasks[model.name]:
+            if task.name not in available:
+                available[task.name] = count_available(task, config)
+            n = available[task.name]
+            used = limit if n is None else n if limit is None else min(n, limit)
+            out[model.name][task.folder] = {"available": n, "used": used}
+    return out
+
+
+def hyper_parameters(config: ReportConfig, model: str) -> dict:
+    """The model's training settings as stored in results.json (and shown in the setup)."""
+    hyper = dataclasses.asdict(config.train_settings(model))
+    for key in ("output_dir", "seed", "resume_from_checkpoint", "disable_tqdm"):
+        hyper.pop(key)
+    classifier_lr = hyper["classifier_learning_rate"] or CLASSIFIER_LR_RATIO * hyper["learning_rate"]
+    hyper["classifier_learning_rate"] = classifier_lr
+    hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
+    hyper["max_train_samples"] = config.hyper[model].max_train_samples
+    runs = {t.name for t in config.tasks.get(model, [])}  # only the overrides of tasks this model trains on
+    hyper["task_epochs"] = {get_task(name).folder: e for name, e in config.hyper[model].task_epochs.items()
+                            if name in runs}
+    return hyper
+
+
+def count_by(values: Sequence) -> list[dict]:
+    """[{"value": v, "runs": n}] in order of first appearance."""
+    counts: dict = {}
+    for value in values:
+        counts[value] = counts.get(value, 0) + 1
+    return [{"value": value, "runs": n} for value, n in counts.items()]
+
+
+def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportConfig, started: float) -> dict:
+    """results.json: settings, machine, every run with its raw records, and the per-task summaries (each with the
+    command that regenerates its table alone)."""
+    runs = [load_run(spec, reused[spec.output_dir]) for spec in plan]
+    summaries = []
+    for model in config.models:
+        for task in config.tasks[model.name]:
+            task_runs = [r for r in runs if r["model"] == model.name and r["task"] == task.folder]
+            summary = summarize_task(model, task, task_runs)
+            summary["command"] = subset_command(config, model.name, task)
+            summaries.append(summary)
+    tasks = list({t.name: t for ts in config.tasks.values() for t in ts}.values())
+    conditions = count_by([training_condition(r) for r in runs])
+    return {
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
+        "command": command_line(config.argv),
+        "argv": config.argv,
+        "cwd": str(Path.cwd()),
+        "quick": config.quick,
+        "machine": machine_info(),
+        "models": {m.name: dataclasses.asdict(m) for m in config.models},
+        "tasks": {name: [t.folder for t in ts] for name, ts in config.tasks.items()},
+        "seeds": {t.folder: config.seeds[t.name] for t in tasks},
+        "max_seeds": dict(config.max_seeds),
+        "hyper_parameters": {m.name: hyper_parameters(config, m.name) for m in config.models},
+        "eval_batch_sizes": list(BATCH_SIZES),
+        "timing_rounds": config.timing_rounds,
+        "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),
+        "eval_threads_used": count_by([r["eval_threads"] for r in runs]),
+        "timing_interleaving_used": count_by([r["timing_interleaving"] for r in runs]),
+        "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
+                                for c in conditions],
+        "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
+        "max_eval_samples": {m.name: config.hyper[m.name].max_eval_samples for m in config.models},
+        "training_examples": training_examples(config),
+        "targets": {"layer_speedup": LAYER_SPEEDUP_TARGETS,
+                    "wall_to_layer": {str(bs): v for bs, v in WALL_TO_LAYER_TARGETS.items()},
+                    "quality_tolerance": QUALITY_TOLERANCE},
+        "total_seconds": time.perf_counter() - started,
+        "runs_seconds": sum(r["elapsed_s"] for r in runs),
+        "runs_train_seconds": sum(r["train_s"] for r in runs),
+        "runs_eval_seconds": sum(r["eval_s"] for r in runs),
+        "num_runs": len(runs),
+        "num_reused": sum(r["reused"] for r in runs),
+        "summaries": summaries,
+        "runs": runs,
+    }

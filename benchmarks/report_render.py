@@ -1,0 +1,215 @@
+"""The results report's page: results.json -> results.md (from ``templates/results.md.j2``) and the plots.
+
+Rendering reads nothing but the JSON (and the hand-written discussion of an existing results.md), so the page can be
+rendered again without running anything: ``python benchmarks/report.py --render-only``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from pathlib import Path, PurePath
+
+import jinja2
+
+from pabee.config import atomic_write_text
+from pabee.evaluate import INTERLEAVE_EXAMPLES
+
+from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, OTHER_KINDS, SCRIPT
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+DISCUSSION_START, DISCUSSION_END = "<!-- discussion -->", "<!-- /discussion -->"
+DISCUSSION_PLACEHOLDER = "_Hand-written discussion goes here. This block is kept when the report is regenerated._"
+SAMPLING = {"group_by_length": "batches of similar length", "random": "random batches"}
+
+
+# ---------------------------------------------------------------------------------------------------- cells
+
+
+def format_seconds(seconds: float) -> str:
+    """"12.3 s", "4 min 05 s", "1 h 02 min"."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def pct(value: float | None) -> str:
+    return "–" if value is None else f"{100 * value:.1f}"
+
+
+def times(value: float | None, mark: str = "") -> str:
+    return "–" if value is None else f"{value:.2f}×{mark}"
+
+
+def ratio(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
+def met(value: bool) -> str:
+    return "met" if value else "**not met**"
+
+
+def metric_cell(point: dict, name: str) -> str:
+    """"67.1 ± 1.2" (× 100; the spread only with more than one seed)."""
+    m = point["metrics"][name]
+    return pct(m["mean"]) + (f" ± {pct(m['std'])}" if len(m["values"]) > 1 else "")
+
+
+def pick_cell(point: dict | None, metric: str) -> str:
+    """A picked patience in the summary: "3: 67.1 ± 1.2 (1.45×)", or "none"."""
+    if point is None:
+        return "none"
+    return f"{point['value']}: {metric_cell(point, metric)} ({times(point['layer_speedup'])})"
+
+
+def shown_path(path: str, cwd: str) -> str:
+    """``path`` relative to the directory the report was made in (the page's ``cd``) when inside it."""
+    try:
+        return str(PurePath(path).relative_to(cwd))
+    except ValueError:
+        return path
+
+
+# ---------------------------------------------------------------------------------------------------- rows
+
+
+def table_rows(s: dict) -> list[tuple[dict, str, str]]:
+    """(point, method, matched-to) rows: plain, PABEE full depth, each patience, the matched other rules."""
+    rows = [(s["plain"], "plain", ""), (s["full_depth"], "PABEE", "")]
+    rows += [(p, "PABEE", "") for p in s["patience"]]
+    rows += [(p, "PABEE", ", ".join(p["matched_to"])) for p in s["matched"]]
+    return [row for row in rows if row[0] is not None]
+
+
+def main_mean(point: dict, metric: str) -> float:
+    return point["metrics"][metric]["mean"]
+
+
+def histogram(s: dict) -> list[tuple[str, int, float]] | None:
+    """(layer, examples, percent) of PABEE's exits at the best patience, summed over seeds; None without one."""
+    point = s["best_patience"]
+    if point is None:
+        return None
+    layers = [str(i) for i in range(1, s["num_layers"] + 1)]
+    total = sum(point["exit_layer_histogram"].values()) or 1
+    counts = [point["exit_layer_histogram"].get(layer, 0) for layer in layers]
+    return [(layer, c, 100 * c / total) for layer, c in zip(layers, counts)]
+
+
+# ---------------------------------------------------------------------------------------------------- page
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, trim_blocks=True,
+        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+    )
+    env.filters.update(
+        seconds=format_seconds, plural=plural, pct=pct, times=times, ratio=ratio, met=met, metric=metric_cell,
+        pick=pick_cell, shown=shown_path, g=lambda v: f"{v:g}", sampling=lambda v: SAMPLING.get(v, v),
+    )
+    env.globals.update(
+        script=SCRIPT, entropy_fractions=ENTROPY_FRACTIONS, confidences=CONFIDENCES,
+        interleave_examples=INTERLEAVE_EXAMPLES, table_rows=table_rows, histogram=histogram, main_mean=main_mean,
+        discussion_start=DISCUSSION_START, discussion_end=DISCUSSION_END,
+    )
+    return env
+
+
+def render_timing(report: dict) -> str:
+    """The setup's sentence on how the evaluations were timed."""
+    return str(environment().get_template("results_parts.md.j2").module.timing(report))
+
+
+def render_markdown(report: dict, discussion: str, plots: dict[tuple[str, str], str | None]) -> str:
+    """results.md: the page of ``report`` (results.json) with ``discussion`` between its markers; ``plots`` maps
+    (model, task) to the plot's path relative to the page, or None."""
+    page = environment().get_template("results.md.j2").render(r=report, discussion=discussion, plots=plots)
+    return page.rstrip() + "\n"
+
+
+def read_discussion(path: Path) -> str:
+    """The text between the discussion markers of an existing results.md, else the placeholder."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return DISCUSSION_PLACEHOLDER
+    start, end = text.find(DISCUSSION_START), text.find(DISCUSSION_END)
+    if start < 0 or end < start:
+        return DISCUSSION_PLACEHOLDER
+    return text[start + len(DISCUSSION_START):end].strip("\n")
+
+
+def plot_task(s: dict, path: Path, batch_size: int) -> Path | None:
+    """Main metric against measured wall-clock speed-up at ``batch_size``: one curve per exit rule (each starting at
+    full depth), plain fine-tuning as a horizontal line. None when nothing has a wall-clock speed-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bs = str(batch_size)
+    full = s["full_depth"]
+    points = [p for p in s["all_points"] if p["wall_speedup"][bs] is not None and p is not full]
+    if full is None or full["wall_speedup"][bs] is None or not points:
+        return None
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for kind in ("patience", *OTHER_KINDS):
+        curve = sorted([full, *(p for p in points if p["rule"] == kind)], key=lambda p: p["wall_speedup"][bs])
+        if len(curve) > 1:
+            ax.plot([p["wall_speedup"][bs] for p in curve], [100 * main_mean(p, s["main_metric"]) for p in curve],
+                    marker="o", markersize=4, label=kind)
+    if s["plain"] is not None:
+        ax.axhline(100 * main_mean(s["plain"], s["main_metric"]), color="black", linestyle="--",
+                   linewidth=1, label="plain fine-tuning")
+    ax.plot([full["wall_speedup"][bs]], [100 * main_mean(full, s["main_metric"])], marker="*",
+            markersize=12, color="black", linestyle="none", label="PABEE full depth")
+    ax.set_xlabel(f"wall-clock speed-up at batch size {batch_size} (vs PABEE full depth)")
+    ax.set_ylabel(f"{s['main_metric']} × 100 (mean over {len(s['seeds'])} seed(s))")
+    ax.set_title(f"{s['model']} {s['task']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def write_page(report: dict, out_dir: Path) -> Path:
+    """The plots under ``out_dir``/results/ and ``out_dir``/results.md (keeping its discussion block)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots = {}
+    for s in report["summaries"]:
+        name = f"{s['model']}-{s['task'].lower()}.png"
+        path = plot_task(s, out_dir / "results" / name, report["eval_batch_sizes"][0])
+        plots[(s["model"], s["task"])] = None if path is None else f"results/{name}"
+    md = out_dir / "results.md"
+    atomic_write_text(md, render_markdown(report, read_discussion(md), plots))
+    return md
+
+
+def write_report(report: dict, out_dir: Path) -> Path:
+    """results.json, then the page and its plots (:func:`write_page`)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.json", json.dumps(report, indent=2) + "\n")
+    return write_page(report, out_dir)
+
+
+def render_again(out_dir: Path) -> Path:
+    """--render-only: the page and plots of the results.json in ``out_dir``, rendered again."""
+    path = out_dir / "results.json"
+    try:
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    return write_page(report, out_dir)

@@ -1,0 +1,198 @@
+"""The results report's runs: train and evaluate each planned run in its own folder, or reuse it when it has
+finished already (so an interrupted report resumes where it stopped).
+
+A run folder is this report's when it holds ``report_run.json`` (:data:`RUN_META`); its ``settings`` must equal
+the run's key (``ReportConfig.run_key``), otherwise the folder is refused, never overwritten: regenerate it by
+removing it. The folder is "done" when its ``eval_results.json`` has every expected record of the final model,
+"trained" when its training finished (recorded in RUN_META) but its evaluation did not, else "new".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from pabee.config import atomic_write_text, is_pabee_folder
+from pabee.evaluate import RESULTS_NAME
+from pabee.runner import RunSettings, run
+
+from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
+from .report_render import format_seconds
+
+RUN_META = "report_run.json"  # written by this report into every run folder: settings, seconds, conditions
+
+
+def read_json(path: Path):
+    """The parsed file, or None when it is missing or not valid JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def write_json(path: Path, value) -> None:
+    """Write atomically (a reader never sees half a file)."""
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+def value_key(value: float) -> float:
+    return round(float(value), 9)
+
+
+def record_key(record: dict) -> tuple:
+    return record["split"], record["exit_rule"], value_key(record["exit_value"]), record["batch_size"]
+
+
+def expected_keys(spec: RunSpec) -> set[tuple]:
+    """(split, rule kind, value, batch size) of every record a finished run has."""
+    return {(split, rule.kind, value_key(rule.value), bs)
+            for split in spec.task.dev_splits for rule in spec.rules for bs in BATCH_SIZES}
+
+
+def final_records(spec: RunSpec) -> list[dict]:
+    """The run's records of the final model for the expected rules and batch sizes."""
+    wanted = expected_keys(spec)
+    records = read_json(spec.output_dir / RESULTS_NAME) or []
+    return [r for r in records if r.get("checkpoint") == "final" and record_key(r) in wanted]
+
+
+def run_status(spec: RunSpec, config: ReportConfig) -> str:
+    """"done" (reuse), "trained" (evaluate again) or "new" (train). A folder this report did not write, or wrote
+    with other settings, is an error: it is never overwritten."""
+    folder = spec.output_dir
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "new"
+    meta = read_json(folder / RUN_META)
+    if not isinstance(meta, dict):
+        raise ReportError(f"{folder} was not written by this report: remove it or choose another --work-dir")
+    want = json.loads(json.dumps(config.run_key(spec)))
+    have = meta.get("settings") if isinstance(meta.get("settings"), dict) else {}
+    if have != want:
+        diff = ", ".join(f"{k} {have.get(k)!r} != {v!r}" for k, v in want.items() if have.get(k) != v)
+        raise ReportError(f"{folder} holds a run with other settings ({diff}): remove it or choose another --work-dir")
+    if "training" not in meta or not is_pabee_folder(folder):
+        return "new"  # its training did not finish
+    if {record_key(r) for r in final_records(spec)} == expected_keys(spec):
+        return "done"
+    return "trained"
+
+
+def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSettings:
+    """The runner's settings: train the run (no evaluation), or evaluate the trained model in its folder."""
+    folder = str(spec.output_dir)
+    common = dict(output_dir=folder, task_name=spec.task.folder, data_dir=config.glue_dir, progress=False)
+    if not train:
+        return RunSettings(
+            **common, model_name_or_path=folder, do_eval=True, exit_rules=list(spec.rules),
+            eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.hyper[spec.model.name].max_eval_samples,
+            timing_rounds=config.timing_rounds,
+        )
+    return RunSettings(
+        **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=True,
+        max_train_samples=config.hyper[spec.model.name].max_train_samples,
+        loss_weighting="last" if spec.method == PLAIN else None,
+        train=config.train_settings(spec.model.name, folder, spec.seed, spec.task),
+    )
+
+
+def run_logged(settings: RunSettings, folder: Path) -> float:
+    """pabee.runner.run with its printed output appended to the folder's run.log; -> seconds taken. (The records
+    are read back from the folder's eval_results.json afterwards: see :func:`final_records`.)"""
+    start = time.perf_counter()
+    with open(folder / "run.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
+        run(settings)
+    return time.perf_counter() - start
+
+
+def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool = True) -> dict[str, float]:
+    """Train (status "new") and then, when ``evaluate``, evaluate one run (status "new" or "trained"); its printed
+    output goes to run.log. -> the seconds taken: {"train_s": ..., "eval_s": ...} (what was done).
+
+    RUN_META keeps the run key ("settings"), "elapsed_s" (every invocation's seconds on the run), "train_s" and
+    "training" (torch threads and shard of the training process), "eval_s" and "evaluation" (threads, timing rounds)
+    of the last evaluation. Training and evaluation may happen in different invocations (--train-only)."""
+    folder = spec.output_dir
+    taken: dict[str, float] = {}
+    if status == "new":
+        shutil.rmtree(folder, ignore_errors=True)  # a run of this report that did not finish: start it afresh
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
+        write_json(folder / RUN_META, meta)  # from now on the folder is known as this report's
+        taken["train_s"] = run_logged(run_settings(spec, config, train=True), folder)
+        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume training, which the report never does
+            shutil.rmtree(checkpoint, ignore_errors=True)
+        meta["train_s"] = taken["train_s"]
+        meta["training"] = {"torch_threads": torch.get_num_threads(), "shard": config.shard_label,
+                            "train_only": config.train_only}
+        meta["elapsed_s"] += taken["train_s"]
+        write_json(folder / RUN_META, meta)
+    else:
+        meta = read_json(folder / RUN_META)
+        if not isinstance(meta, dict):  # run_status checked it; it went away since
+            raise ReportError(f"{folder / RUN_META} is missing or unreadable: remove {folder} to train it again")
+    if evaluate:
+        taken["eval_s"] = run_logged(run_settings(spec, config, train=False), folder)
+        meta["eval_s"] = taken["eval_s"]
+        meta["evaluation"] = {"torch_threads": torch.get_num_threads(), "timing_rounds": config.timing_rounds}
+        meta["elapsed_s"] += taken["eval_s"]
+        write_json(folder / RUN_META, meta)
+    return taken
+
+
+def describe_taken(taken: dict[str, float]) -> str:
+    """"12.0 s (training 10.0 s, evaluation 2.0 s)"."""
+    names = {"train_s": "training", "eval_s": "evaluation"}
+    parts = [f"{name} {format_seconds(taken[key])}" for key, name in names.items() if key in taken]
+    total = format_seconds(sum(taken.values()))
+    return f"{total} ({', '.join(parts)})" if len(parts) > 1 else total
+
+
+def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> dict[Path, bool]:
+    """Reuse, re-evaluate or train every planned run, with one progress line per run. -> {folder: reused}."""
+    statuses = [run_status(spec, config) for spec in plan]  # every folder checked before anything runs
+    todo = sum(s != "done" for s in statuses)
+    trained = sum(s == "trained" for s in statuses)
+    log(f"plan: {len(plan)} runs, {len(plan) - todo} reused, {todo} to run ({trained} of them trained already, "
+        f"only evaluated) (work dir {config.work_dir})")
+    start = time.perf_counter()
+    reused = {}
+    for i, (spec, status) in enumerate(zip(plan, statuses), start=1):
+        prefix = f"({i}/{len(plan)})"
+        reused[spec.output_dir] = status == "done"
+        if status == "done":
+            log(f"{prefix} reused {spec.label} ({spec.output_dir})")
+            continue
+        what = "train + evaluate" if status == "new" else "evaluate the trained model"
+        log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
+        taken = execute_run(spec, status, config)
+        log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
+            f"(report so far {format_seconds(time.perf_counter() - start)})")
+    return reused
+
+
+def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> int:
+    """--train-only: train every run (of this shard) that is not trained yet, evaluate nothing. -> runs trained."""
+    mine = shard_of(plan, config.shard)
+    statuses = [run_status(spec, config) for _, spec in mine]  # this shard's folders checked before anything runs
+    todo = sum(s == "new" for s in statuses)
+    part = f"shard {config.shard_label}: {len(mine)} of them, " if config.shard else ""
+    log(f"plan: {len(plan)} runs, {part}{len(mine) - todo} trained already, {todo} to train "
+        f"(train only, work dir {config.work_dir})")
+    start = time.perf_counter()
+    for (i, spec), status in zip(mine, statuses):
+        prefix = f"({i + 1}/{len(plan)})"
+        if status != "new":
+            what = "evaluated" if status == "done" else "trained, not evaluated"
+            log(f"{prefix} skipped {spec.label}: already {what} ({spec.output_dir})")
+            continue
+        log(f"{prefix} start {spec.label}: train only -> {spec.output_dir}")
+        taken = execute_run(spec, status, config, evaluate=False)
+        log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
+            f"(training so far {format_seconds(time.perf_counter() - start)})")
+    return todo

@@ -1,0 +1,70 @@
+"""Prometheus metrics of one server, in a registry of its own (several apps in one process do not collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+def _powers_of_two(limit: int) -> list[float]:
+    buckets, size = [], 1
+    while size < limit:
+        buckets.append(float(size))
+        size *= 2
+    return [*buckets, float(limit)]
+
+
+class ServerMetrics:
+    """The counters, gauges and histograms ``GET /metrics`` exposes.
+
+    * ``pabee_requests_total{path,status}``: HTTP requests answered, by route and status code.
+    * ``pabee_request_errors_total{path,status}``: the requests answered with an error (4xx, 5xx).
+    * ``pabee_queue_depth``: inputs waiting for the model; ``pabee_inputs_total``, ``pabee_truncated_inputs_total``.
+    * ``pabee_request_latency_seconds``: ``/predict`` time from arrival to response.
+    * ``pabee_batch_size``: inputs per model call (buckets 1, 2, 4, ... max batch size).
+    * ``pabee_exit_layer``: the layer each input exited at (buckets 1..L): when inputs stop exiting early, the mass
+      moves to the last bucket.
+    """
+
+    def __init__(self, num_layers: int, max_batch_size: int):
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("pabee_requests", "HTTP requests answered", ["path", "status"], registry=r)
+        self.errors = Counter(
+            "pabee_request_errors", "HTTP requests answered with an error (4xx, 5xx)", ["path", "status"], registry=r
+        )
+        self.queue_depth = Gauge("pabee_queue_depth", "inputs waiting for the model", registry=r)
+        self.inputs = Counter("pabee_inputs", "inputs predicted", registry=r)
+        self.truncated = Counter("pabee_truncated_inputs", "inputs cut to the model's length limit", registry=r)
+        self.latency = Histogram(
+            "pabee_request_latency_seconds", "/predict latency from arrival to response", buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "pabee_batch_size", "inputs per model call", buckets=_powers_of_two(max_batch_size), registry=r
+        )
+        self.exit_layer = Histogram(
+            "pabee_exit_layer", "layer at which each input exited (1..L)",
+            buckets=[float(i) for i in range(1, num_layers + 1)], registry=r,
+        )
+
+    def observe_batch(self, size: int, exit_layers: list[int], truncated: int) -> None:
+        """Record one model call: its size, every input's exit layer and how many inputs were truncated."""
+        self.batch_size.observe(size)
+        self.inputs.inc(size)
+        if truncated:
+            self.truncated.inc(truncated)
+        for layer in exit_layers:
+            self.exit_layer.observe(layer)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
