@@ -182,7 +182,7 @@ def test_regression_model_writes_values(tmp_path, capsys):
         ("in.txt", "a\n", ["--exit_rule", "entropy"], "--exit_rule: an exit rule is written 'kind:value'"),
         ("in.txt", "a\n", ["--exit_rule", "layer:2", "--patience", "1"], "either --exit_rule or --patience"),
         ("in.txt", "a\n", ["--max_length", "1000"], "more than the model's limit of 64"),
-        ("in.txt", "a\n", ["--backend", "onnx"], "onnx backend"),
+        ("in.txt", "a\n", ["--backend", "onnx"], "not an ONNX export (no pabee_onnx.json)"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(run_dir, tmp_path, capsys, name, content, extra, expected):

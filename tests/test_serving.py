@@ -300,7 +300,7 @@ def test_serve_process_drains_queued_requests_on_sigterm(run_dir, tmp_path):
     [
         (["--max-batch-size", "0"], "expected a positive integer"),
         (["--max-inputs", "64", "--max-queue", "8"], "max_inputs (64) is more than max_queue (8)"),
-        (["--backend", "onnx"], "the onnx backend is not available yet"),
+        (["--backend", "onnx"], "not an ONNX export (no pabee_onnx.json)"),
     ],
 )
 def test_serve_argument_errors_are_one_line(run_dir, capsys, args, expected):

@@ -204,9 +204,20 @@ def pabee_parser() -> argparse.ArgumentParser:
             cmd.add_argument("--do_predict", action="store_true")
         if name == "eval":
             cmd.add_argument("--do_predict", action="store_true")
+        if name in ("eval", "predict"):
+            _add_backend_arguments(cmd)
     # listed for --help only: main() hands "serve" to pabee.serving.cli before this parser runs
     sub.add_parser("serve", help="serve a saved model over HTTP (see pabee serve --help)", add_help=False)
+    sub.add_parser("export", help="export a trained model to ONNX (see pabee export --help)", add_help=False)
     return p
+
+
+def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="torch, or onnx: run a folder written by pabee export on ONNX Runtime (records and tables "
+                        "name its checkpoints final@onnx / final@onnx-int8)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="intra-op CPU threads of torch and ONNX Runtime (default: torch's default)")
 
 
 def exit_rules_from_args(args: argparse.Namespace) -> tuple[list[int], list[ExitRule] | None]:
@@ -308,6 +319,8 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         regression_head_init=args.regression_head_init,
         progress=not args.disable_tqdm,
         train=train,
+        backend=getattr(args, "backend", "torch"),
+        threads=getattr(args, "threads", None),
     )
 
 
@@ -363,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int | None:
-    """Run the subcommands that live in their own modules (raw-text predict, serve); None for the others."""
+    """Run the subcommands that live in their own modules (raw-text predict, serve, export); None for the others."""
     from .cli_predict import is_raw_text_mode
 
     if is_raw_text_mode(argv):
@@ -374,6 +387,10 @@ def _dispatch(argv: list[str]) -> int | None:
         from .serving.cli import main as serve_main
 
         return serve_main(argv[1:])
+    if argv and argv[0] == "export":
+        from .onnx.cli import main as export_main
+
+        return export_main(argv[1:])
     return None
 
 

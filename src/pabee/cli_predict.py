@@ -50,8 +50,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="KIND:VALUE, e.g. entropy:0.3, confidence:0.9, layer:3, patience:2 "
                         "(default: the exit rule saved with the model)")
     p.add_argument("--patience", type=_patience, default=None, help="shorthand for --exit_rule patience:N")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch")
-    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op CPU threads (default: torch's)")
+    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
+                   help="onnx: MODEL is a folder written by pabee export, run on ONNX Runtime")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="intra-op CPU threads (default: torch's default; on ONNX Runtime the same rule: "
+                        "OMP_NUM_THREADS if set, else one per physical core)")
     p.add_argument("--max_length", "--max-length", type=_positive_int, default=None,
                    help="truncate inputs to this many tokens (default and maximum: the model's limit)")
 
@@ -83,13 +86,13 @@ def load_predictor(args: argparse.Namespace, batch_size: int = 32):
 
     if args.exit_rule is not None and args.patience is not None:
         raise ValueError("give either --exit_rule or --patience, not both")
-    if args.threads is not None:
+    if args.threads is not None and args.backend == "torch":
         import torch
 
         torch.set_num_threads(args.threads)
     return Predictor.from_pretrained(
         args.model, backend=args.backend, exit_rule=args.exit_rule, patience=args.patience,
-        max_length=args.max_length, batch_size=batch_size,
+        max_length=args.max_length, batch_size=batch_size, threads=args.threads if args.backend == "onnx" else None,
     )
 
 

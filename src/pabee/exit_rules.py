@@ -399,3 +399,18 @@ def rule_exit_layers(
     is used only by the patience rule on regression models.
     """
     return to_exit_rule(rule).build(regression_threshold).exit_layers(all_logits)
+
+
+def resolve_exit_rule(
+    exit_rule: ExitRule | str | None, patience: int | None, default_patience: int, num_labels: int
+) -> ExitRule:
+    """The rule a model call asks for: ``exit_rule`` if given, else patience ``patience`` (default:
+    ``default_patience``, the one saved with the model). Giving both is a ValueError, and so is a rule that needs
+    class probabilities on a regression model. Shared by the torch model and the ONNX runtime."""
+    if exit_rule is None:
+        return patience_rule(check_patience(default_patience if patience is None else patience))
+    if patience is not None:
+        raise ValueError("give either exit_rule or patience, not both (patience p is exit_rule='patience:p')")
+    rule = to_exit_rule(exit_rule)
+    check_rule_supported(rule, num_labels)
+    return rule

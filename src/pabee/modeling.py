@@ -22,11 +22,8 @@ from .early_exit import run_early_exit
 from .exit_rules import (
     ExitRule,
     StepRule,
-    check_patience,
     check_regression_threshold,
-    check_rule_supported,
-    patience_rule,
-    to_exit_rule,
+    resolve_exit_rule,
 )
 from .losses import layer_loss_weights, weighted_layer_loss
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
@@ -192,13 +189,7 @@ class PabeeForSequenceClassification(nn.Module):
         return PabeeOutput._of_inference(logits, exit_layers)
 
     def _resolve_exit_rule(self, exit_rule: ExitRule | str | None, patience: int | None) -> ExitRule:
-        if exit_rule is None:
-            return patience_rule(check_patience(self.pabee_config.patience if patience is None else patience))
-        if patience is not None:
-            raise ValueError("give either exit_rule or patience, not both (patience p is exit_rule='patience:p')")
-        rule = to_exit_rule(exit_rule)
-        check_rule_supported(rule, self.num_labels)
-        return rule
+        return resolve_exit_rule(exit_rule, patience, self.pabee_config.patience, self.num_labels)
 
     def encode(
         self,

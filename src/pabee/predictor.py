@@ -111,8 +111,12 @@ def saved_exit_rule(pabee_config: Any) -> ExitRule:
     return patience_rule(int(getattr(pabee_config, "patience", 0) or 0))
 
 
-def load_backend(folder: str | os.PathLike, backend: str = "torch") -> tuple[Backend, ModelInfo]:
-    """Load the model saved in ``folder`` with the named backend ("torch" or "onnx").
+def load_backend(
+    folder: str | os.PathLike, backend: str = "torch", threads: int | None = None
+) -> tuple[Backend, ModelInfo]:
+    """Load the model saved in ``folder`` with the named backend ("torch", or "onnx" for a folder written by
+    ``pabee export``). ``threads``: the ONNX sessions' intra-op threads (default: see
+    :func:`pabee.onnx.runtime.default_threads`); the torch backend leaves torch's setting alone.
 
     Raises ValueError for an unknown or unavailable backend (one line), OSError/ValueError for a bad folder.
     """
@@ -126,6 +130,10 @@ def load_backend(folder: str | os.PathLike, backend: str = "torch") -> tuple[Bac
         raise ValueError(f"{folder} is not a pabee model folder (no pabee_config.json): train or save one first")
     if backend == "torch":
         from .modeling import PabeeForSequenceClassification
+        from .onnx import is_onnx_export
+
+        if is_onnx_export(folder):
+            raise ValueError(f"{folder} is an ONNX export: run it with --backend onnx")
 
         model = PabeeForSequenceClassification.from_pretrained(folder)
         return TorchBackend(model), ModelInfo.of(model.config, model.pabee_config, model.num_layers)
@@ -133,21 +141,20 @@ def load_backend(folder: str | os.PathLike, backend: str = "torch") -> tuple[Bac
         from .onnx import PabeeOnnxModel  # type: ignore[import-not-found]
     except ModuleNotFoundError as err:
         if err.name and err.name.startswith("pabee"):
-            raise ValueError("the onnx backend is not available yet") from None
-        raise ValueError(f"the onnx backend needs {err.name}: pip install onnxruntime") from None
-    model = PabeeOnnxModel.from_pretrained(folder)
-    return ArrayBackend(model, "onnx"), _folder_info(folder)
+            raise ValueError(f"the onnx backend cannot be loaded: {err}") from None
+        raise ValueError(f"the onnx backend needs {err.name}: pip install 'pabee[onnx]'") from None
+    model = PabeeOnnxModel.from_pretrained(folder, threads=threads)
+    return ArrayBackend(model, "onnx"), _onnx_info(model)
 
 
-def _folder_info(folder: str | os.PathLike) -> ModelInfo:
-    """ModelInfo read from a saved folder's config.json and pabee_config.json (for backends without torch)."""
-    from transformers import AutoConfig
+def _onnx_info(model: Any) -> ModelInfo:
+    """ModelInfo of an ONNX export, from its manifest (no torch, no transformers)."""
+    from types import SimpleNamespace
 
-    from .backbones import get_driver
-    from .config import PabeeConfig
-
-    config = AutoConfig.from_pretrained(folder)
-    return ModelInfo.of(config, PabeeConfig.load(folder), get_driver(config.model_type).num_layers(config))
+    manifest = model.manifest
+    labels = tuple(model.id2label.get(i, f"LABEL_{i}") for i in range(model.num_labels))
+    rule = saved_exit_rule(SimpleNamespace(**manifest.get("pabee_config", {})))
+    return ModelInfo(labels, model.num_layers, rule, manifest.get("max_length"), str(manifest.get("model_type", "")))
 
 
 @dataclass(frozen=True)
@@ -249,15 +256,17 @@ class Predictor:
         patience: int | None = None,
         max_length: int | None = None,
         batch_size: int = 32,
+        threads: int | None = None,
     ) -> Predictor:
-        """Load a saved run folder (model + tokenizer). ``patience`` is shorthand for ``exit_rule="patience:N"``."""
+        """Load a saved run folder (model + tokenizer), or with ``backend="onnx"`` a folder written by ``pabee
+        export``. ``patience`` is shorthand for ``exit_rule="patience:N"``; ``threads``: see :func:`load_backend`."""
         from transformers import AutoTokenizer
 
         if exit_rule is not None and patience is not None:
             raise ValueError("give either an exit rule or a patience, not both")
         if patience is not None:
             exit_rule = ExitRule("patience", patience)
-        model_backend, info = load_backend(folder, backend)
+        model_backend, info = load_backend(folder, backend, threads)
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder)
         except (OSError, ValueError) as err:

@@ -80,6 +80,8 @@ class RunSettings:
     regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
     progress: bool = True
     train: TrainSettings | None = None
+    backend: str = "torch"  # evaluation and predictions: "torch", or "onnx" for a folder written by pabee export
+    threads: int | None = None  # intra-op CPU threads of evaluation and predictions (None: torch's default)
 
 
 @dataclass
@@ -254,7 +256,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if not data.dev:
             raise DataError(f"no dev data for {task.name}")
         for name, path in checkpoints:
-            model = PabeeForSequenceClassification.from_pretrained(path)
+            model = load_eval_model(path, settings.backend, settings.threads)
+            name = backend_name(name, model)
             _check_task_matches(model, task, path)
             for split, examples in data.dev.items():
                 features = tokenize_examples(
@@ -266,6 +269,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                         settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
                         timing_rounds=settings.timing_rounds,
                     )
+                    for record in found:
+                        record.extra["backend"] = backend_info(model)
                     print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
                     print(format_table(found))
                     records += found
@@ -281,7 +286,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
 
     if settings.do_predict:
         _name, path = checkpoints[-1]
-        model = PabeeForSequenceClassification.from_pretrained(path)
+        model = load_eval_model(path, settings.backend, settings.threads)
         _check_task_matches(model, task, path)
         for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
             features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
@@ -295,6 +300,49 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     return records
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def load_eval_model(path: str, backend: str = "torch", threads: int | None = None):
+    """The model saved in ``path`` for evaluation and predictions: a ``PabeeForSequenceClassification`` (torch), or
+    an export (``pabee export``) on ONNX Runtime behind :class:`pabee.onnx.torch_adapter.OnnxEvalModel`.
+    ``threads`` sets torch's intra-op threads, and the ONNX sessions' (default: torch's count)."""
+    from .onnx import is_onnx_export
+
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+    if backend == "onnx":
+        if not is_onnx_export(path):
+            raise ValueError(f"{path} is not an ONNX export (no pabee_onnx.json): export it with pabee export")
+        from .onnx.torch_adapter import OnnxEvalModel
+
+        return OnnxEvalModel.from_pretrained(path, threads)
+    if is_onnx_export(path):
+        raise ValueError(f"{path} is an ONNX export: evaluate it with --backend onnx")
+    from .modeling import PabeeForSequenceClassification
+
+    return PabeeForSequenceClassification.from_pretrained(path)
+
+
+def backend_info(model) -> dict:
+    """What runs ``model``, for the records: {"name": "torch" | "onnx" | "onnx-int8", "threads": intra-op threads}."""
+    import torch
+
+    name = getattr(model, "backend", "torch")
+    return {"name": name, "threads": model.threads if name != "torch" else torch.get_num_threads()}
+
+
+def backend_name(checkpoint: str, model) -> str:
+    """The checkpoint's name in records and tables: "final" on torch, "final@onnx" or "final@onnx-int8" on ONNX
+    Runtime, so the records of every backend sit side by side in one eval_results.json."""
+    backend = getattr(model, "backend", "torch")
+    return checkpoint if backend == "torch" else f"{checkpoint}@{backend}"
+
+
 def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
     """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model."""
     target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
@@ -303,6 +351,8 @@ def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
             f"{target} is not a fine-tuned pabee model (no pabee_config.json): train it first with --do_train"
         )
     found: list[tuple[str, str]] = []
+    if settings.eval_all_checkpoints and settings.backend != "torch":
+        raise ValueError("--eval_all_checkpoints works with --backend torch (checkpoints are torch folders)")
     if settings.eval_all_checkpoints:
         root = Path(settings.output_dir)
         steps = []

@@ -1,0 +1,339 @@
+"""Run an exported pabee model on ONNX Runtime: numpy in, numpy out; needs onnxruntime and numpy (and
+``tokenizers`` for :meth:`PabeeOnnxModel.encode`), never torch.
+
+:class:`PabeeOnnxModel` is called like the torch model and exits early the same way: its :class:`OnnxBackend`
+runs the exported layer graphs for :func:`pabee.early_exit.run_early_exit`, the loop the torch model runs, with
+the same rule objects of :mod:`pabee.exit_rules`. Rows that exit leave the batch, and the columns that are padding
+in every remaining row are cut off, so every row gets the answer it gets alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from ..early_exit import run_early_exit
+from ..exit_rules import ExitRule, check_regression_threshold, resolve_exit_rule
+from . import MANIFEST_NAME, is_onnx_export
+
+FORMAT = "pabee-onnx"
+FORMAT_VERSION = 1
+EMBEDDING_INPUTS = ("input_ids", "token_type_ids")
+LAYER_INPUTS = ("hidden_states", "attention_mask")
+LAYER_OUTPUTS = ("next_hidden_states", "logits")
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+
+
+def default_threads() -> int:
+    """Intra-op threads when none are given: ``OMP_NUM_THREADS`` if set (torch follows it too), else 0, which lets
+    ONNX Runtime use one thread per physical core, the rule torch's own default follows."""
+    try:
+        value = int(os.environ.get("OMP_NUM_THREADS", ""))
+    except ValueError:
+        return 0
+    return value if value > 0 else 0
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """ONNX Runtime options: ``threads`` intra-op threads (None: :func:`default_threads`; 0: ONNX Runtime's
+    default), one inter-op thread (the graphs run one after another), sequential execution, every graph
+    optimization, and worker threads that stop spinning as soon as a run ends.
+
+    The last one matters for early exit: the graphs of one model run one after another, and by default the workers
+    of the graph that just finished keep spinning, waiting for more work, while the next graph's workers start;
+    they then fight for the cores (measured several times slower than one graph on a 2-core machine). With the
+    workers stopped at the end of each run, the layer graphs in a row run like one graph.
+    """
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = default_threads() if threads is None else threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    options.log_severity_level = 3  # errors only: a CPU-only machine is not worth a warning per session
+    return options
+
+
+def load_session(
+    path: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+) -> ort.InferenceSession:
+    """An inference session on the graph at ``path`` (options: :func:`session_options`); a one-line ValueError
+    naming the file when it is missing or not a loadable ONNX graph."""
+    path = Path(path)
+    options = session_options(threads)
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: export the model again with pabee export")
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types (InvalidProtobuf, Fail, ...)
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot load the ONNX graph {path}: {detail[:300]}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the backend
+
+
+class OnnxState:
+    """The running rows: hidden (A,S,H) float32, mask (A,S) int64, and the logits (A,C) of the layer just run."""
+
+    __slots__ = ("hidden", "mask", "logits")
+
+    def __init__(self, hidden: np.ndarray, mask: np.ndarray):
+        self.hidden = hidden
+        self.mask = mask
+        self.logits: np.ndarray | None = None
+
+
+class OnnxBackend:
+    """:class:`pabee.early_exit.ExitBackend` over the layer graphs: ``layers[i]`` is (session, head), the session
+    of layer i's graph and the position of layer i's classifier among the graph's logits (B,K,C)."""
+
+    def __init__(self, layers: list[tuple[ort.InferenceSession, int]]):
+        self.num_layers = len(layers)
+        self._layers = layers
+
+    def start(self, hidden: np.ndarray, mask: np.ndarray) -> OnnxState:
+        """The state entering layer 1: hidden (B,S,H) from the embeddings graph, mask (B,S) 0/1 int64."""
+        return OnnxState(hidden, mask)
+
+    def run_layer(self, i: int, state: OnnxState) -> OnnxState:
+        session, head = self._layers[i]
+        state.hidden, logits = session.run(LAYER_OUTPUTS, {"hidden_states": state.hidden, "attention_mask": state.mask})
+        state.logits = logits[:, head]
+        return state
+
+    def classify(self, i: int, state: OnnxState) -> np.ndarray:
+        return state.logits  # the layer graph computed its classifier with the layer
+
+    def keep_rows(self, state: OnnxState, keep: np.ndarray) -> OnnxState:
+        hidden, mask = state.hidden[keep], state.mask[keep]
+        width = needed_length(mask)
+        if width < mask.shape[1]:
+            hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
+        state.hidden, state.mask, state.logits = hidden, mask, None
+        return state
+
+
+def needed_length(mask: np.ndarray) -> int:
+    """1 + the last column some row attends to (at least 1): the width after cutting trailing padding."""
+    used = np.flatnonzero(mask.any(axis=0))
+    return int(used[-1]) + 1 if used.size else mask.shape[1]
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+@dataclass
+class PabeeOnnxOutput:
+    """logits (B,C) float32: each row's logits at its exit layer; exit_layers (B,) int64 in 1..L."""
+
+    logits: np.ndarray
+    exit_layers: np.ndarray
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        return getattr(self, key)
+
+
+class PabeeOnnxModel:
+    """An exported pabee model on ONNX Runtime (load it with :meth:`from_pretrained`).
+
+    Called like :class:`~pabee.modeling.PabeeForSequenceClassification` with numpy (B,S) arrays:
+    ``model(input_ids, attention_mask=None, token_type_ids=None, patience=None, exit_rule=None,
+    regression_threshold=None)`` returns :class:`PabeeOnnxOutput` (``logits``, ``exit_layers``).
+    Attributes: ``manifest`` (the export's ``pabee_onnx.json``), ``num_layers``, ``num_labels``, ``id2label``,
+    ``threads`` (intra-op threads asked for; 0 = ONNX Runtime's default).
+    """
+
+    def __init__(self, folder: Path, manifest: dict, embeddings: ort.InferenceSession,
+                 layers: list[tuple[ort.InferenceSession, int]], threads: int):
+        self.folder = folder
+        self.manifest = manifest
+        self.threads = threads
+        self._embeddings = embeddings
+        self._backend = OnnxBackend(layers)
+        self.num_layers = int(manifest["num_layers"])
+        self.num_labels = int(manifest["num_labels"])
+        self.id2label = {int(k): str(v) for k, v in manifest["id2label"].items()}
+        self.uses_token_type_ids = bool(manifest["uses_token_type_ids"])
+        self.max_length = manifest.get("max_length")
+        saved = manifest.get("pabee_config", {})
+        self.default_patience = int(saved.get("patience", 0))
+        self.default_regression_threshold = check_regression_threshold(saved.get("regression_threshold", 0.1))
+        self._tokenizer = None
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+    @property
+    def quantized(self) -> str | None:
+        """"int8" for an export whose layer graphs were quantized, else None."""
+        quantization = self.manifest.get("quantization")
+        return quantization.get("precision") if isinstance(quantization, dict) else None
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+    ) -> PabeeOnnxModel:
+        """Load the folder ``pabee export`` wrote. ``threads``: intra-op threads of every session (default:
+        :func:`default_threads`); ``providers``: ONNX Runtime execution providers (default: CPU).
+
+        Raises ValueError (one line, naming the file) for a folder that is not an export, a missing, truncated or
+        corrupt graph, or a manifest this version cannot read.
+        """
+        folder = Path(folder)
+        manifest = read_manifest(folder)
+        threads = default_threads() if threads is None else threads
+        session_options(threads)  # a bad thread count fails before anything loads
+        files = manifest["files"]
+        for name in dict.fromkeys([manifest["embeddings"], *(entry["graph"] for entry in manifest["layers"])]):
+            _check_file(folder, name, files.get(name))
+        embeddings = load_session(folder / manifest["embeddings"], threads, providers)
+        _check_io(embeddings, folder / manifest["embeddings"], EMBEDDING_INPUTS[: 1 + manifest["uses_token_type_ids"]])
+        sessions: dict[str, ort.InferenceSession] = {}
+        layers = []
+        for entry in manifest["layers"]:
+            name = entry["graph"]
+            if name not in sessions:
+                sessions[name] = load_session(folder / name, threads, providers)
+                _check_io(sessions[name], folder / name, LAYER_INPUTS, LAYER_OUTPUTS)
+            layers.append((sessions[name], int(entry["head"])))
+        return cls(folder, manifest, embeddings, layers, threads)
+
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        patience: int | None = None,
+        exit_rule: ExitRule | str | None = None,
+        regression_threshold: float | None = None,
+    ) -> PabeeOnnxOutput:
+        """Early-exit inference on a batch of (B,S) token arrays (int64; lists work too). ``exit_rule`` or
+        ``patience`` as in the torch model (default: the patience saved with the model)."""
+        rule = resolve_exit_rule(exit_rule, patience, self.default_patience, self.num_labels).build(
+            self.default_regression_threshold
+            if regression_threshold is None
+            else check_regression_threshold(regression_threshold)
+        )
+        ids = _token_array(input_ids, "input_ids")
+        if ids.shape[0] == 0 or ids.shape[1] == 0:
+            raise ValueError(f"empty batch: input_ids has shape {ids.shape}")
+        mask = np.ones_like(ids) if attention_mask is None else _token_array(attention_mask, "attention_mask", ids.shape)
+        feed = {"input_ids": ids}
+        if self.uses_token_type_ids:
+            types = np.zeros_like(ids) if token_type_ids is None else token_type_ids
+            feed["token_type_ids"] = _token_array(types, "token_type_ids", ids.shape)
+        if self.max_length and ids.shape[1] > self.max_length:
+            raise ValueError(f"inputs have {ids.shape[1]} positions but the model takes at most {self.max_length}")
+        width = needed_length(mask)
+        if width < ids.shape[1]:  # trailing padding of every row: never computed
+            feed = {k: np.ascontiguousarray(v[:, :width]) for k, v in feed.items()}
+            mask = np.ascontiguousarray(mask[:, :width])
+        (hidden,) = self._embeddings.run(["hidden_states"], feed)
+        backend = self._backend
+        logits, exit_layers = run_early_exit(backend, rule, backend.start(hidden, mask), ids.shape[0])
+        return PabeeOnnxOutput(np.ascontiguousarray(logits, dtype=np.float32), exit_layers)
+
+    forward = __call__
+
+    # ------------------------------------------------------------------ text
+
+    @property
+    def tokenizer(self) -> Any:
+        """The export's ``tokenizers.Tokenizer`` (tokenizer.json), truncating to ``max_length`` and padding to the
+        longest input of a batch."""
+        if self._tokenizer is None:
+            from tokenizers import Tokenizer
+
+            path = self.folder / "tokenizer.json"
+            if not path.is_file():
+                raise ValueError(f"{path} is missing: the export has no fast tokenizer")
+            tokenizer = Tokenizer.from_file(str(path))
+            if self.max_length:
+                tokenizer.enable_truncation(int(self.max_length))
+            pad = self.manifest.get("pad_token_id")
+            tokenizer.enable_padding(pad_id=int(pad or 0), pad_token=self.manifest.get("pad_token") or "[PAD]")
+            self._tokenizer = tokenizer
+        return self._tokenizer
+
+    def encode(self, texts: list[str], pairs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Tokenize texts (or text pairs) into the (B,S) int64 arrays a call takes."""
+        inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+        encodings = self.tokenizer.encode_batch(inputs)
+        arrays = {
+            "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        }
+        if self.uses_token_type_ids:
+            arrays["token_type_ids"] = np.array([e.type_ids for e in encodings], dtype=np.int64)
+        return arrays
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+REQUIRED_KEYS = ("format_version", "num_layers", "num_labels", "id2label", "uses_token_type_ids", "embeddings",
+                 "layers", "files")
+
+
+def read_manifest(folder: Path) -> dict:
+    """The export's ``pabee_onnx.json``, checked; a one-line ValueError naming the problem otherwise."""
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise ValueError(f"model folder not found: {folder}")
+    if not is_onnx_export(folder):
+        raise ValueError(f"{folder} is not an ONNX export (no {MANIFEST_NAME}): export it with pabee export")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err}") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a pabee ONNX manifest")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}: export the model again")
+    version = manifest["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(f"{path} has format version {version!r}; this pabee reads up to {FORMAT_VERSION}: upgrade")
+    layers = manifest["layers"]
+    if not isinstance(layers, list) or len(layers) != manifest["num_layers"] or not all(
+        isinstance(e, dict) and isinstance(e.get("graph"), str) and isinstance(e.get("head"), int) for e in layers
+    ):
+        raise ValueError(f"{path}: 'layers' must list num_layers entries {{graph, head}}")
+    return manifest
+
+
+def _check_file(folder: Path, name: str, size: int | None) -> None:
+    path = folder / name
+    if not path.is_file():
+        raise ValueError(f"{path} is missing: export the model again with pabee export")
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise ValueError(f"{path} has {actual} bytes but the export wrote {size}: the file is corrupt or was replaced")
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs, outputs=("hidden_states",)) -> None:
+    have_in = tuple(i.name for i in session.get_inputs())
+    have_out = tuple(o.name for o in session.get_outputs())
+    if have_in != tuple(inputs) or have_out != tuple(outputs):
+        raise ValueError(f"{path} is not the graph the manifest expects: inputs {have_in}, outputs {have_out}")
+
+
+def _token_array(values, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.bool_)):
+        raise TypeError(f"{name} must be a (batch, seq) array of integers, got {array.dtype} of shape {array.shape}")
+    if shape is not None and array.shape != shape:
+        raise ValueError(f"{name} shape {array.shape} != input_ids shape {shape}")
+    return np.ascontiguousarray(array, dtype=np.int64)
