@@ -135,7 +135,11 @@ def measure(args, model, task: TaskSpec, features: Features, pad_token_id: int, 
     t0 = time.perf_counter()
     for bs in args.batch_sizes:
         batches = make_batches(features, bs, pad_token_id, token_types)
+        start = time.perf_counter()
         outputs = {name: untimed_pass(c["fn"], batches, n, L) for name, c in configs.items()}
+        one_round = time.perf_counter() - start
+        log(f"batch size {bs}: one pass of every configuration took {one_round:.0f} s; timing will take about "
+            f"{one_round * (args.warmup + args.repeats):.0f} s (more if rounds are re-run for contention)")
         waited: list[float] = []
 
         def before_round(waited=waited):

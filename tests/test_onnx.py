@@ -123,6 +123,26 @@ def test_patience_argument_and_saved_default(exported):
         onnx_model(np.ones((1, 600), dtype=np.int64))
 
 
+def test_exit_decisions_come_from_the_shared_rule_objects(exported, monkeypatch):
+    """Patch the one PatienceRule.step both models use: torch and ONNX follow it alike."""
+    from pabee.exit_rules import PatienceRule
+
+    def leave_odd_rows_after_layer_2(self, state, logits, layer):
+        done = np.zeros(len(logits), dtype=bool)
+        if layer == 1:
+            done[1::2] = True
+        return state, done
+
+    monkeypatch.setattr(PatienceRule, "step", leave_odd_rows_after_layer_2)
+    model, onnx_model = exported["mpnet"]
+    ids, mask = random_batch(batch=5, max_len=10, seed=6)
+    with torch.no_grad():
+        ref = model(ids, attention_mask=mask, patience=3)
+    out = onnx_model(ids.numpy(), mask.numpy(), patience=3)
+    assert out.exit_layers.tolist() == ref.exit_layers.tolist() == [4, 2, 4, 2, 4]
+    assert np.allclose(out.logits, ref.logits.numpy(), atol=1e-5)
+
+
 def test_keep_rows_drops_rows_and_the_padding_they_leave():
     hidden = np.arange(3 * 5 * 2, dtype=np.float32).reshape(3, 5, 2)
     mask = np.array([[1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 0, 0]])
@@ -272,8 +292,12 @@ def test_bad_folders_give_one_line_errors(rte_export, tmp_path, capsys):
     assert "not empty" in one_line_error(capsys, "export", run, backbone)
     assert "is an ONNX export" in one_line_error(capsys, "predict", out, "--input", texts)
     assert "not an ONNX export" in one_line_error(capsys, "predict", run, "--backend", "onnx", "--input", texts)
+    glue = ["--task_name", "RTE", "--data_dir", write_glue_task(tmp_path, "RTE")]
     assert "not an ONNX export" in one_line_error(capsys, "eval", "--model_name_or_path", run, "--backend", "onnx",
-                                                  "--task_name", "RTE", "--data_dir", write_glue_task(tmp_path, "RTE"))
+                                                  *glue)
+    assert "--backend torch" in one_line_error(capsys, "eval", "--model_name_or_path", out, "--backend", "onnx",
+                                               "--eval_all_checkpoints", "--output_dir", tmp_path / "ev", *glue)
+    assert "evaluate it with --backend onnx" in one_line_error(capsys, "eval", "--model_name_or_path", out, *glue)
     assert not (tmp_path / "x").exists()
 
 
