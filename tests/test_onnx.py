@@ -326,6 +326,7 @@ def test_damaged_export_names_the_file(rte_export, tmp_path, capsys, damage):
 def test_export_arguments_are_checked(rte_export, tmp_path, capsys):
     run, _ = rte_export
     assert "--opset" in one_line_error(capsys, "export", run, tmp_path / "x", "--opset", "9")
+    assert "exporter's highest" in one_line_error(capsys, "export", run, tmp_path / "x", "--opset", "99")
     assert "--quantize" in one_line_error(capsys, "export", run, tmp_path / "x", "--quantize", "int4")
     with pytest.raises(ValueError, match="quantization"):
         export_onnx(run, tmp_path / "x", quantize="int4")

@@ -36,11 +36,20 @@ from .runtime import FORMAT, FORMAT_VERSION, LAYER_INPUTS, LAYER_OUTPUTS, load_s
 logger = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+MIN_OPSET = 14  # the oldest opset tried (14, 17 and 18 reproduce the torch model)
 EXPORTERS = ("torchscript", "dynamo")
 QUANTIZATIONS = ("int8",)
 QUANTIZED_OPS = ["MatMul"]  # the weights of every linear layer; embeddings (Gather) and classifiers stay fp32
 CHECK_TOLERANCE = 1e-3  # max |logit difference| between the exported graphs and torch, relative to the logits' scale
 COPIED_FILES = ("config.json", PABEE_CONFIG_NAME, "pabee_run.json")
+
+
+def max_opset(exporter: str) -> int:
+    """The highest opset the installed torch.onnx exporter writes (20 / 23 for torch 2.13's torchscript / dynamo)."""
+    from torch.onnx import _constants
+
+    name = "ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET" if exporter == "torchscript" else "ONNX_MAX_OPSET"
+    return int(getattr(_constants, name, 20))
 
 
 def load_model_for_export(run_dir: str | os.PathLike):
@@ -79,8 +88,10 @@ def export_onnx(
         raise ValueError(f"unknown quantization {quantize!r}; choose {', '.join(QUANTIZATIONS)}")
     if exporter not in EXPORTERS:
         raise ValueError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
-        raise ValueError(f"opset must be an integer >= 14, got {opset!r}")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < MIN_OPSET:
+        raise ValueError(f"opset must be an integer >= {MIN_OPSET}, got {opset!r}")
+    if opset > max_opset(exporter):
+        raise ValueError(f"opset {opset} is above the {exporter} exporter's highest, {max_opset(exporter)}")
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     target = _check_out_dir(run_dir, out_dir)
     model = load_model_for_export(run_dir)
