@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..early_exit import run_early_exit
-from ..exit_rules import ExitRule, check_regression_threshold, resolve_exit_rule
+from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold, resolve_exit_rule
 from . import MANIFEST_NAME, is_onnx_export
 
 FORMAT = "pabee-onnx"
@@ -49,11 +49,12 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
 
     The last one matters for early exit: the graphs of one model run one after another, and by default the workers
     of the graph that just finished keep spinning, waiting for more work, while the next graph's workers start;
-    they then fight for the cores (measured several times slower than one graph on a 2-core machine). With the
-    workers stopped at the end of each run, the layer graphs in a row run like one graph.
+    they then fight for the cores (measured on a busy 2-core machine: 3-4x slower than the same computation in
+    one graph, 2 threads each). With the workers stopped at the end of each run, the layer graphs in a row ran
+    about as fast as the one graph there.
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
-        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+        raise ValueError(f"threads must be an integer >= 0 (0: ONNX Runtime's default), got {threads!r}")
     options = ort.SessionOptions()
     options.intra_op_num_threads = default_threads() if threads is None else threads
     options.inter_op_num_threads = 1
@@ -168,7 +169,9 @@ class PabeeOnnxModel:
         self.max_length = manifest.get("max_length")
         saved = manifest.get("pabee_config", {})
         self.default_patience = int(saved.get("patience", 0))
-        self.default_regression_threshold = check_regression_threshold(saved.get("regression_threshold", 0.1))
+        self.default_regression_threshold = check_regression_threshold(
+            saved.get("regression_threshold", DEFAULT_REGRESSION_THRESHOLD)
+        )
         self._tokenizer = None
 
     @property
