@@ -104,7 +104,8 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--task_name", default=None, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI")
     p.add_argument("--data_dir", default=None, help="the task's GLUE folder (default: $GLUE_DIR/<task>)")
     p.add_argument("--output_dir", required=seed, default=None)
-    p.add_argument("--max_seq_length", type=int, default=128)
+    p.add_argument("--max_seq_length", type=int, default=128,
+                   help="longest input in tokens; capped, with a warning, at what the model takes")
     p.add_argument("--do_lower_case", action="store_true")
     p.add_argument("--patience", type=_patience_list, default=None,
                    help="comma-separated, e.g. 3,4,5 (0 = full depth, the default)")
@@ -155,7 +156,10 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
     p.add_argument("--test_file", default=None)
     p.add_argument("--text_columns", default="sentence", help="custom files: comma-separated text column(s)")
     p.add_argument("--label_column", default="label")
-    p.add_argument("--label_list", default=None, help="custom files: comma-separated labels in id order")
+    p.add_argument("--label_list", default=None,
+                   help="custom files: comma-separated labels in id order for training from a plain encoder "
+                        "(default: the training file's sorted labels); a fine-tuned model uses the labels saved "
+                        "with it, and a --label_list must repeat them in the same order")
     p.add_argument("--regression", action="store_true", help="custom files: the label is a number")
     p.add_argument("--max_train_samples", type=int, default=None)
     p.add_argument("--max_eval_samples", type=int, default=None)

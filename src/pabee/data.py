@@ -293,7 +293,7 @@ def _custom_text(value: Any, column: str, where: str) -> str:
 
 
 def _custom_label(
-    value: Any, column: str, where: str, label_list: tuple[str, ...] | None, regression: bool
+    value: Any, column: str, where: str, label_list: tuple[str, ...] | None, regression: bool, label_origin: str = ""
 ) -> str | float:
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: empty label in column {column!r}")
@@ -311,7 +311,8 @@ def _custom_label(
         raise DataError(f"{where}: label in column {column!r} is a JSON {type(value).__name__}")
     label = value.strip() if isinstance(value, str) else str(value)
     if label_list is not None and label not in label_list:
-        raise DataError(f"{where}: label {label!r} is not one of {list(label_list)}")
+        origin = f" ({label_origin})" if label_origin else ""
+        raise DataError(f"{where}: label {label!r} is not one of {list(label_list)}{origin}")
     return label
 
 
@@ -372,6 +373,8 @@ def read_custom_file(
     label_column: str | None,
     label_list: Sequence[str] | None = None,
     regression: bool = False,
+    *,
+    label_origin: str = "",
 ) -> list[Example]:
     """Read a user data file into Examples.
 
@@ -385,6 +388,8 @@ def read_custom_file(
         label_column: the label column, or None for unlabeled data (labels are None).
         label_list: if given, every label must be one of these strings.
         regression: parse labels as floats instead of keeping them as strings.
+        label_origin: where ``label_list`` comes from, named in the error for a label outside it (e.g. "the
+            labels of the model at runs/sst2").
 
     Returns:
         Examples with guid ``"{file stem}-{row}"`` (0-based data row), string labels (JSON numbers become
@@ -415,7 +420,7 @@ def read_custom_file(
         text_a = _custom_text(record[columns[0]], columns[0], where)
         text_b = _custom_text(record[columns[1]], columns[1], where) if len(columns) == 2 else None
         label = (
-            _custom_label(record[label_column], label_column, where, labels, regression)
+            _custom_label(record[label_column], label_column, where, labels, regression, label_origin)
             if label_column is not None
             else None
         )

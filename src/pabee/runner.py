@@ -33,6 +33,13 @@ from .evaluate import (
 )
 from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
+from .model_checks import (
+    ModelLabels,
+    check_task_labels,
+    custom_data_labels,
+    model_max_seq_length,
+    read_model_labels,
+)
 from .tasks import TaskSpec, custom_task, get_task
 from .train import TrainSettings, check_output_dir, init_regression_heads, train
 
@@ -124,13 +131,20 @@ def find_glue_dir(task: TaskSpec, data_dir: str | None) -> Path | None:
     return None
 
 
-def load_task_data(settings: RunSettings) -> TaskData:
-    """Read the splits the run needs, from custom files or a GLUE folder (or, failing that, the hub)."""
+def load_task_data(settings: RunSettings, model_labels: ModelLabels | None = None) -> TaskData:
+    """Read the splits the run needs, from custom files or a GLUE folder (or, failing that, the hub).
+
+    ``model_labels``: the labels of the fine-tuned model the run uses (see :func:`labelled_model`). Custom data
+    then takes the model's label names, in its id order; a GLUE task must have the model's labels. Both are
+    checked before any data is read.
+    """
     if settings.train_file or settings.validation_file or settings.test_file:
-        return _load_custom(settings)
+        return _load_custom(settings, model_labels)
     if not settings.task_name:
         raise ValueError("give --task_name (one of the GLUE tasks) or --train_file/--validation_file")
     task = get_task(settings.task_name)
+    if model_labels is not None:
+        check_task_labels(task, model_labels)
     folder = find_glue_dir(task, settings.data_dir)
 
     def read(split: str) -> list[Example]:
@@ -145,12 +159,16 @@ def load_task_data(settings: RunSettings) -> TaskData:
     return TaskData(task, train_examples, dev, test)
 
 
-def _load_custom(settings: RunSettings) -> TaskData:
+def _load_custom(settings: RunSettings, model_labels: ModelLabels | None = None) -> TaskData:
+    model_names = custom_data_labels(model_labels, settings.label_list, settings.regression)
+    allowed = model_names or settings.label_list
+    origin = f"the labels of the model at {model_labels.path}" if model_names else ""
+
     def read(path):
         if path is None:
             return None
         return read_custom_file(
-            path, settings.text_columns, settings.label_column, settings.label_list, settings.regression
+            path, settings.text_columns, settings.label_column, allowed, settings.regression, label_origin=origin
         )
 
     train_examples = read(settings.train_file) if settings.do_train else None
@@ -158,6 +176,8 @@ def _load_custom(settings: RunSettings) -> TaskData:
     test_examples = read(settings.test_file) if settings.do_predict else None
     if settings.regression:
         label_list = None
+    elif model_names:
+        label_list = model_names
     elif settings.label_list:
         label_list = tuple(settings.label_list)
     else:
@@ -165,7 +185,11 @@ def _load_custom(settings: RunSettings) -> TaskData:
         if not source:
             raise ValueError("custom data: give --train_file (or --label_list) so the labels are known")
         label_list = infer_label_list(source)
+        if model_labels is not None and set(label_list) <= set(model_labels.names):
+            label_list = model_labels.names  # the data uses the model's (default LABEL_<id>) names
     task = custom_task(label_list)
+    if model_labels is not None:
+        check_task_labels(task, model_labels)  # a model without label names: by position, with a warning
     dev = {"dev": dev_examples} if dev_examples else {}
     test = {"test": test_examples} if test_examples else {}
     return TaskData(task, train_examples, dev, test)
@@ -184,7 +208,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train is None:
             settings.train = TrainSettings(output_dir=settings.output_dir)
         check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
-    data = load_task_data(settings)
+    labelled = labelled_model(settings)
+    data = load_task_data(settings, read_model_labels(labelled) if labelled is not None else None)
     task = data.task
     for rule in rules:  # before any training: a run must not fail at its evaluation
         try:
@@ -212,6 +237,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         cache_dir=settings.cache_dir,
         **({"do_lower_case": True} if settings.do_lower_case else {}),
     )
+    max_seq_length = model_max_seq_length(settings.max_seq_length, source, tokenizer, settings.cache_dir)
 
     records: list[EvalRecord] = []
     if settings.do_train:
@@ -233,9 +259,9 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train.evaluate_during_training:
             first_dev = next(iter(data.dev.values()))
             dev_for_training = tokenize_examples(
-                tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
+                tokenizer, task, _limit(first_dev, settings.max_eval_samples), max_seq_length
             )
-        train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
+        train_features = tokenize_examples(tokenizer, task, train_examples, max_seq_length)
         if settings.regression_head_init == "mean" and task.is_regression:
             if is_pabee_folder(source):
                 logger.warning("--regression_head_init mean is ignored: %s has trained heads", source)
@@ -258,7 +284,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
             _check_task_matches(model, task, path)
             for split, examples in data.dev.items():
                 features = tokenize_examples(
-                    tokenizer, task, _limit(examples, settings.max_eval_samples), settings.max_seq_length
+                    tokenizer, task, _limit(examples, settings.max_eval_samples), max_seq_length
                 )
                 for batch_size in settings.eval_batch_sizes:
                     found = evaluate_exit_rules(
@@ -284,7 +310,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         model = PabeeForSequenceClassification.from_pretrained(path)
         _check_task_matches(model, task, path)
         for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
-            features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
+            features = tokenize_examples(tokenizer, task, examples, max_seq_length)
             for rule in dict.fromkeys(rules):
                 pred = predict(model, features, max(settings.eval_batch_sizes), None,
                                settings.regression_threshold, tokenizer.pad_token_id or 0, exit_rule=rule)
@@ -329,6 +355,18 @@ def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> N
 def _check_task_matches(model, task: TaskSpec, path: str) -> None:
     if model.num_labels != task.num_labels:
         raise ValueError(f"the model at {path} has {model.num_labels} labels but task {task.name} has {task.num_labels}")
+    check_task_labels(task, ModelLabels.from_config(model.config, path), warn=False)
+
+
+def labelled_model(settings: RunSettings) -> str | None:
+    """The fine-tuned pabee model whose classifiers the run uses and whose saved labels it must follow: the model
+    evaluated or used for predictions, or the one training continues from. None when training starts from a plain
+    encoder (the labels then come from the data or --label_list)."""
+    if settings.do_train:
+        source = settings.model_name_or_path
+    else:
+        source = settings.model_name_or_path or settings.output_dir
+    return source if source is not None and is_pabee_folder(source) else None
 
 
 def _exit_rules(settings: RunSettings) -> list[ExitRule]:
