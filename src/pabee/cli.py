@@ -324,10 +324,24 @@ def _execute(settings, prog: str) -> int:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; resume training with --resume_from_checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"{prog}: {interrupt_message(err, settings)}", file=sys.stderr)
         return 130
     return 0
+
+
+def interrupt_message(err: KeyboardInterrupt, settings) -> str:
+    """What an interrupted run kept: the evaluation records already written, or how to resume training."""
+    from .runner import EvaluationInterrupted
+
+    if isinstance(err, EvaluationInterrupted):
+        if err.kept == 0:
+            return f"evaluation interrupted before its first result was complete; {err.path} was not changed"
+        return (f"evaluation interrupted; the {err.kept} records measured before it ({err.done} of {err.total} "
+                f"checkpoint x split x batch size results) are kept in {err.path}")
+    if settings.do_train:
+        return "interrupted; resume training with --resume_from_checkpoint"
+    return "interrupted"
 
 
 def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

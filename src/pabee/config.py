@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -113,6 +114,35 @@ def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:
 def is_pabee_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by ``PabeeForSequenceClassification.save_pretrained``."""
     return (Path(path) / PABEE_CONFIG_NAME).is_file()
+
+
+def weights_digest(folder: str | os.PathLike) -> str | None:
+    """sha256 over a saved model: its weight files (``*.safetensors``, ``*.bin``), ``config.json`` and
+    ``pabee_config.json``, in name order. Two folders with equal digests hold the same model. A safetensors
+    header is hashed in canonical form (its JSON with sorted keys), since the writer's order of the metadata
+    entries varies from save to save. None when the folder has no weight file."""
+    root = Path(folder)
+    weights = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin")
+                     and not p.name.startswith(".") and p.name != "training_args.bin")
+    if not weights:
+        return None
+    digest = hashlib.sha256()
+    for path in [*weights, root / "config.json", root / PABEE_CONFIG_NAME]:
+        size = path.stat().st_size if path.is_file() else -1
+        digest.update(f"{path.name}:{size}\0".encode())
+        if size < 0:
+            continue
+        with path.open("rb") as f:
+            if path.suffix == ".safetensors":
+                header_size = int.from_bytes(f.read(8), "little")
+                try:
+                    header = json.loads(f.read(header_size).decode("utf-8"))
+                except ValueError:  # not a safetensors file: no digest, so it is never taken for another
+                    return None
+                digest.update(json.dumps(header, sort_keys=True).encode() + b"\0")
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

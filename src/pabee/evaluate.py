@@ -3,28 +3,27 @@ predictions, timings, exit statistics, records, table, plot."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import atomic_write_text
 from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
 from .features import Features, length_sorted_batches
 from .metrics import compute_metrics
+from .records import RESULTS_NAME as RESULTS_NAME  # re-exported: callers import it from here
+from .records import RecordStore, add_timing_spread, flag_notes, record_key, wall_flags
 from .tasks import TaskSpec
 from .timing import interleaved_blocks
 
 logger = logging.getLogger(__name__)
 
-RESULTS_NAME = "eval_results.json"
 INTERLEAVE_EXAMPLES = 16  # timing: each rule runs this many consecutive examples (whole batches) before the next
 
 
@@ -199,6 +198,7 @@ def evaluate_exit_rules(
     full_seconds = records[0].eval_seconds
     for record in records:
         record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
+    add_timing_spread(records)
     return records
 
 
@@ -253,44 +253,24 @@ def _record(model, task, checkpoint, split, rule: ExitRule, threshold, batch_siz
 
 
 def _record_key(record: dict) -> tuple:
-    # records written before exit rules existed have no exit_rule / exit_value: they are patience records
-    if record.get("exit_rule") is None:
-        rule = ("patience", record.get("patience"))
-    else:
-        rule = (record["exit_rule"], record.get("exit_value"))
-    return (
-        *(record.get(k) for k in ("checkpoint", "task", "split")),
-        *rule,
-        *(record.get(k) for k in ("regression_threshold", "batch_size")),
-    )
+    return record_key(record)  # kept for callers of the old name: the key lives in pabee.records
 
 
 def save_records(records: Sequence[EvalRecord], output_dir: str | os.PathLike) -> Path:
-    """Merge ``records`` into ``output_dir/eval_results.json``.
+    """Merge ``records`` into ``output_dir/eval_results.json`` (through :class:`pabee.records.RecordStore`).
 
     A record replaces an earlier one only when it is the same experiment (checkpoint, task, split, exit rule and
-    value, threshold, batch size); all other results are kept. The file is written atomically.
+    value, threshold, batch size); all other results are kept. The merge holds a file lock, so concurrent
+    evaluations writing one folder keep every record; the file is replaced atomically.
     """
-    path = Path(output_dir) / RESULTS_NAME
-    existing: list[dict] = []
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            backup = path.with_name(f"{RESULTS_NAME}.corrupt-{int(time.time())}")
-            os.replace(path, backup)
-            logger.warning("%s was not valid JSON; moved it to %s", path, backup)
-            existing = []
-    new = [asdict(r) for r in records]
-    new_keys = {_record_key(r) for r in new}
-    merged = [r for r in existing if _record_key(r) not in new_keys] + new
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
-    return path
+    return RecordStore(output_dir).append(records)
 
 
 def format_table(records: Sequence[EvalRecord]) -> str:
-    """A plain-text table: one row per record, its exit rule in the "rule" column ("full" = full depth)."""
+    """A plain-text table: one row per record, its exit rule in the "rule" column ("full" = full depth).
+
+    A suspect wall-clock speed-up (:func:`pabee.records.wall_flags`) is marked ``!`` and explained below the
+    table."""
     if not records:
         return "(no results)"
     metric_names = list(records[0].metrics)
@@ -306,7 +286,7 @@ def format_table(records: Sequence[EvalRecord]) -> str:
                 f"{r.avg_exit_layer:.2f}/{r.num_layers}",
                 f"{r.layer_speedup:.2f}",
                 f"{100 * r.layers_saved:.1f}%",
-                "-" if r.wall_speedup is None else f"{r.wall_speedup:.2f}",
+                "-" if r.wall_speedup is None else f"{r.wall_speedup:.2f}" + ("!" if wall_flags(r) else ""),
                 f"{r.examples_per_second:.1f}",
                 str(r.batch_size),
             ]
@@ -314,7 +294,7 @@ def format_table(records: Sequence[EvalRecord]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + flag_notes(records))
 
 
 def _is_full_depth(r: EvalRecord) -> bool:

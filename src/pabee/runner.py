@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from .backbones import supported_model_types
-from .config import is_pabee_folder
+from .config import is_pabee_folder, weights_digest
 from .data import (
     DataError,
     Example,
@@ -29,7 +29,6 @@ from .evaluate import (
     plot_tradeoff,
     predict,
     predicted_labels,
-    save_records,
 )
 from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
@@ -40,6 +39,7 @@ from .model_checks import (
     model_max_seq_length,
     read_model_labels,
 )
+from .records import RecordStore, plot_points
 from .tasks import TaskSpec, custom_task, get_task
 from .train import TrainSettings, check_output_dir, init_regression_heads, train
 
@@ -208,6 +208,9 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train is None:
             settings.train = TrainSettings(output_dir=settings.output_dir)
         check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
+    store = RecordStore(settings.output_dir)
+    if settings.do_eval:
+        store.validate()  # a records file the results cannot be added to fails now, not after the evaluation
     labelled = labelled_model(settings)
     data = load_task_data(settings, read_model_labels(labelled) if labelled is not None else None)
     task = data.task
@@ -279,31 +282,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     if settings.do_eval:
         if not data.dev:
             raise DataError(f"no dev data for {task.name}")
-        for name, path in checkpoints:
-            model = PabeeForSequenceClassification.from_pretrained(path)
-            _check_task_matches(model, task, path)
-            for split, examples in data.dev.items():
-                features = tokenize_examples(
-                    tokenizer, task, _limit(examples, settings.max_eval_samples), max_seq_length
-                )
-                for batch_size in settings.eval_batch_sizes:
-                    found = evaluate_exit_rules(
-                        model, features, task, rules, batch_size, name, split,
-                        settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
-                        timing_rounds=settings.timing_rounds,
-                    )
-                    print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
-                    print(format_table(found))
-                    records += found
-        results_path = save_records(records, settings.output_dir)
-        print(f"\nresults: {results_path}")
-        for split in data.dev:
-            split_records = [r for r in records if r.split == split]
-            if len({(r.exit_rule, r.exit_value) for r in split_records}) > 1:
-                plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
-                largest = max(settings.eval_batch_sizes)
-                plot_tradeoff([r for r in split_records if r.batch_size == largest], plot_path, task.main_metric)
-                print(f"plot: {plot_path}")
+        records = _evaluate_checkpoints(settings, data, tokenizer, rules, checkpoints, store, max_seq_length)
 
     if settings.do_predict:
         _name, path = checkpoints[-1]
@@ -321,8 +300,71 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     return records
 
 
+class EvaluationInterrupted(KeyboardInterrupt):
+    """An evaluation was interrupted (Ctrl-C). ``kept`` records, each written as soon as it was measured, are in
+    ``path``; ``done`` of ``total`` (checkpoint, split, batch size) results were complete."""
+
+    def __init__(self, kept: int, path: Path, done: int, total: int):
+        super().__init__(f"evaluation interrupted; {kept} records kept in {path}")
+        self.kept, self.path, self.done, self.total = kept, path, done, total
+
+
+def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rules: list[ExitRule],
+                          checkpoints: list[tuple[str, str]], store: RecordStore,
+                          max_seq_length: int) -> list[EvalRecord]:
+    """Sweep the exit rules over checkpoints x dev splits x batch sizes; each result's records go to ``store``
+    as soon as they are measured; then redraw the plots. A KeyboardInterrupt becomes
+    :class:`EvaluationInterrupted` (what was kept)."""
+    from .modeling import PabeeForSequenceClassification
+
+    task = data.task
+    records: list[EvalRecord] = []
+    total = len(checkpoints) * len(data.dev) * len(settings.eval_batch_sizes)
+    done = 0
+    try:
+        for name, path in checkpoints:
+            model = PabeeForSequenceClassification.from_pretrained(path)
+            _check_task_matches(model, task, path)
+            for split, examples in data.dev.items():
+                features = tokenize_examples(
+                    tokenizer, task, _limit(examples, settings.max_eval_samples), max_seq_length
+                )
+                for batch_size in settings.eval_batch_sizes:
+                    found = evaluate_exit_rules(
+                        model, features, task, rules, batch_size, name, split,
+                        settings.regression_threshold, tokenizer.pad_token_id or 0, progress=settings.progress,
+                        timing_rounds=settings.timing_rounds,
+                    )
+                    store.append(found)
+                    records += found
+                    done += 1
+                    print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
+                    print(format_table(found))
+        print(f"\nresults: {store.path}")
+        _plot_stored(settings, task, list(data.dev), store)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(len(records), store.path, done, total) from None
+    return records
+
+
+def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store: RecordStore) -> None:
+    """Redraw each split's trade-off plot from every record stored for the task and split (this run's and
+    earlier runs'), at the run's largest batch size where measured."""
+    stored = store.load()
+    threshold = settings.regression_threshold if task.is_regression else None
+    for split in splits:
+        points = plot_points(stored, task.name, split, max(settings.eval_batch_sizes), threshold, task.main_metric)
+        if len({(r.exit_rule, r.exit_value) for r in points}) > 1:
+            plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
+            plot_tradeoff(points, plot_path, task.main_metric)
+            print(f"plot: {plot_path}")
+
+
 def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
-    """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model."""
+    """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model.
+
+    The last checkpoint is left out when it holds the same model as the final one (same weights digest): it
+    would be evaluated twice and drawn as two identical curves."""
     target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
     if not is_pabee_folder(target):
         raise ValueError(
@@ -337,8 +379,19 @@ def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
             if match and is_pabee_folder(child):
                 steps.append((int(match.group(1)), child))
         found = [(child.name, str(child)) for _, child in sorted(steps)]
+        if found and _same_model(found[-1][1], target):
+            logger.info("%s holds the same weights as the final model (%s): evaluating them once, as \"final\"",
+                        found[-1][0], target)
+            found.pop()
     found.append(("final", str(target)))
     return found
+
+
+def _same_model(a: str, b: str) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    digest = weights_digest(a)
+    return digest is not None and digest == weights_digest(b)
 
 
 def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> None:
