@@ -285,6 +285,10 @@ def test_an_interrupted_sweep_keeps_what_it_measured(swept, tmp_path, monkeypatc
     assert len(saved) == 6 and "resume training" not in err
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_sigint_during_a_real_sweep(swept, tmp_path):
     out, data = fresh_copy(swept, tmp_path), swept[1]
     results = out / "eval_results.json"
@@ -292,7 +296,9 @@ def test_sigint_during_a_real_sweep(swept, tmp_path):
         [sys.executable, "-m", "pabee.cli", *eval_args(out, data, "--eval_all_checkpoints", "--patience", "1,2",
                                                         "--per_device_eval_batch_size", "1,2,4",
                                                         "--timing_rounds", "15")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=tmp_path,
+        # a test run started in the background inherits SIGINT ignored; the child must see Ctrl-C as a user would
+        preexec_fn=_default_sigint)
     deadline = time.monotonic() + 120
     while not results.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
