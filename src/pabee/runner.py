@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from .backbones import supported_model_types
-from .config import is_pabee_folder
+from .config import PabeeConfig, is_pabee_folder
 from .data import (
     DataError,
     Example,
@@ -33,8 +33,16 @@ from .evaluate import (
 )
 from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
+from .loading import (
+    fit_max_seq_length,
+    load_tokenizer,
+    require_model_folder,
+    resolve_model_source,
+    unfinished_run_hint,
+)
 from .tasks import TaskSpec, custom_task, get_task
 from .train import TrainSettings, check_output_dir, init_regression_heads, train
+from .validation import check_run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,9 @@ class RunSettings:
     regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
     progress: bool = True
     train: TrainSettings | None = None
+
+    def __post_init__(self) -> None:
+        check_run_settings(self)  # ValueError naming the flag, before any work
 
 
 @dataclass
@@ -173,7 +184,7 @@ def _load_custom(settings: RunSettings) -> TaskData:
 
 def run(settings: RunSettings) -> list[EvalRecord]:
     """Train and/or evaluate and/or predict, as the settings ask. Returns the evaluation records."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from .modeling import PabeeForSequenceClassification
 
@@ -184,6 +195,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train is None:
             settings.train = TrainSettings(output_dir=settings.output_dir)
         check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
+    source = model_source(settings)  # a missing or unusable model is reported before any work
     data = load_task_data(settings)
     task = data.task
     for rule in rules:  # before any training: a run must not fail at its evaluation
@@ -203,15 +215,13 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         warnings.warn(
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
-    source = settings.model_name_or_path or (default_model_path() if settings.do_train else settings.output_dir)
     if settings.model_type is not None:
         _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
-    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(
-        settings.tokenizer_name or source,
-        cache_dir=settings.cache_dir,
-        **({"do_lower_case": True} if settings.do_lower_case else {}),
+    tokenizer = load_tokenizer(
+        settings.tokenizer_name or source, cache_dir=settings.cache_dir, do_lower_case=settings.do_lower_case
     )
+    # output_dir is created by what writes into it (the Trainer, save_records, the prediction writer), so a run
+    # that fails before it has anything to write leaves no empty folder behind
 
     records: list[EvalRecord] = []
     if settings.do_train:
@@ -229,13 +239,14 @@ def run(settings: RunSettings) -> list[EvalRecord]:
             pooling=settings.pooling,
             cache_dir=settings.cache_dir,
         )
+        seq_length = fit_max_seq_length(model, settings.max_seq_length, source)
         dev_for_training = None
         if settings.train.evaluate_during_training:
             first_dev = next(iter(data.dev.values()))
             dev_for_training = tokenize_examples(
-                tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
+                tokenizer, task, _limit(first_dev, settings.max_eval_samples), seq_length
             )
-        train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
+        train_features = tokenize_examples(tokenizer, task, train_examples, seq_length)
         if settings.regression_head_init == "mean" and task.is_regression:
             if is_pabee_folder(source):
                 logger.warning("--regression_head_init mean is ignored: %s has trained heads", source)
@@ -255,9 +266,10 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         for name, path in checkpoints:
             model = PabeeForSequenceClassification.from_pretrained(path)
             _check_task_matches(model, task, path)
+            seq_length = fit_max_seq_length(model, settings.max_seq_length, path)
             for split, examples in data.dev.items():
                 features = tokenize_examples(
-                    tokenizer, task, _limit(examples, settings.max_eval_samples), settings.max_seq_length
+                    tokenizer, task, _limit(examples, settings.max_eval_samples), seq_length
                 )
                 for batch_size in settings.eval_batch_sizes:
                     found = evaluate_exit_rules(
@@ -282,8 +294,9 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         _name, path = checkpoints[-1]
         model = PabeeForSequenceClassification.from_pretrained(path)
         _check_task_matches(model, task, path)
+        seq_length = fit_max_seq_length(model, settings.max_seq_length, path)
         for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
-            features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
+            features = tokenize_examples(tokenizer, task, examples, seq_length)
             for rule in dict.fromkeys(rules):
                 pred = predict(model, features, max(settings.eval_batch_sizes), None,
                                settings.regression_threshold, tokenizer.pad_token_id or 0, exit_rule=rule)
@@ -294,13 +307,36 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     return records
 
 
+def model_source(settings: RunSettings) -> str:
+    """The folder or hub id the run loads its model from, checked before any work (ValueError otherwise).
+
+    Training starts from ``model_name_or_path`` (default: the embedded MiniLM-L6); evaluation and prediction use
+    ``model_name_or_path`` or else ``output_dir``, which must then be a model written by ``pabee train``. A
+    ``tokenizer_name`` is checked too.
+    """
+    if settings.model_name_or_path:
+        source = resolve_model_source(settings.model_name_or_path, cache_dir=settings.cache_dir)
+    elif settings.do_train:
+        source = default_model_path()
+    else:
+        source = require_model_folder(
+            settings.output_dir, "give --model_name_or_path: a model folder written by pabee train"
+        )
+    if not settings.do_train:
+        _checkpoints_to_evaluate(settings)  # a plain encoder, or an unfinished training, is refused here
+    if is_pabee_folder(source):
+        PabeeConfig.load(source)  # a damaged pabee_config.json, too
+    if settings.tokenizer_name:
+        resolve_model_source(settings.tokenizer_name, what="tokenizer", cache_dir=settings.cache_dir)
+    return source
+
+
 def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
     """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model."""
     target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
     if not is_pabee_folder(target):
-        raise ValueError(
-            f"{target} is not a fine-tuned pabee model (no pabee_config.json): train it first with --do_train"
-        )
+        hint = unfinished_run_hint(target) or ": train it first with --do_train"
+        raise ValueError(f"{target} is not a fine-tuned pabee model (no pabee_config.json){hint}")
     found: list[tuple[str, str]] = []
     if settings.eval_all_checkpoints:
         root = Path(settings.output_dir)
