@@ -160,7 +160,8 @@ def test_regression_head_init_mean_starts_fresh_heads_at_the_mean_label(tiny_ber
         for head in model.classifiers:
             head.bias.fill_(-7.0)
     model.save_pretrained(tmp_path / "b")
-    assert main([*common, *mean_init, "--model_name_or_path", str(tmp_path / "b"), "--output_dir", str(tmp_path / "c")]) == 0
+    assert main([*common, *mean_init, "--model_name_or_path", str(tmp_path / "b"), "--tokenizer_name", str(tiny_bert),
+                 "--output_dir", str(tmp_path / "c")]) == 0  # b has no tokenizer files: save_pretrained writes none
     assert biases(tmp_path / "c") == pytest.approx([-7.0] * 4, abs=1e-6)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import TYPE_CHECKING
@@ -250,6 +251,8 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
         task = (args.task_name or "custom").lower().replace("-", "")
         output_dir = f"runs/{task}" if do_train else (args.model_name_or_path or f"runs/{task}")
     patience, exit_rules = exit_rules_from_args(args)
+    if args.warmup_ratio is not None and not 0 <= args.warmup_ratio < 1:  # NaN fails too
+        raise ValueError(f"--warmup_ratio must be a fraction of all steps in [0, 1), got {args.warmup_ratio!r}")
     warmup = args.warmup_ratio if args.warmup_ratio is not None else args.warmup_steps
     train = None
     if do_train:
@@ -259,7 +262,7 @@ def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, 
             classifier_learning_rate=args.classifier_learning_rate,
             num_train_epochs=args.num_train_epochs if args.num_train_epochs is not None else 3.0,
             max_steps=args.max_steps,
-            per_device_train_batch_size=args.train_batch_size or 32,
+            per_device_train_batch_size=args.train_batch_size if args.train_batch_size is not None else 32,
             per_device_eval_batch_size=max(args.eval_batch_sizes or [32]),
             gradient_accumulation_steps=args.gradient_accumulation_steps,
             weight_decay=args.weight_decay,
@@ -344,6 +347,31 @@ def interrupt_message(err: KeyboardInterrupt, settings) -> str:
     return "interrupted"
 
 
+def _settings_or_exit(args: argparse.Namespace, prog: str, argv: list[str] | None, *todo: bool):
+    """settings_from_args, an invalid value (the settings' own checks) reported like any argument error: one line
+    ``prog: error: ...`` naming the flag as the user typed it, and exit code 2, before any work starts."""
+    try:
+        return settings_from_args(args, *todo)
+    except ValueError as err:
+        typed = sys.argv[1:] if argv is None else argv
+        print(f"{prog}: error: {_as_typed(str(err).strip(), typed)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _as_typed(message: str, argv: list[str]) -> str:
+    """Name a flag in ``message`` by the alias the user typed (``--per_gpu_train_batch_size`` for the seed
+    script's users) rather than by its main name, which the settings' checks use."""
+    probe = argparse.ArgumentParser(add_help=False)
+    _add_common(probe, seed=False)
+    typed = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    for action in probe._actions:
+        main, *aliases = action.option_strings or [""]
+        used = [alias for alias in aliases if alias in typed]
+        if used and main not in typed and re.search(rf"{re.escape(main)}\b", message):
+            message = re.sub(rf"{re.escape(main)}\b", used[0], message)
+    return message
+
+
 def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Report clashing or invalid exit-rule arguments like any other argument error (one line, exit 2)."""
     try:
@@ -371,13 +399,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_exit_args(parser, args)
     _setup_logging()
+    prog = f"pabee {args.command}"
     if args.command == "train":
-        settings = settings_from_args(args, True, not args.no_eval, args.do_predict)
+        settings = _settings_or_exit(args, prog, argv, True, not args.no_eval, args.do_predict)
     elif args.command == "eval":
-        settings = settings_from_args(args, False, True, args.do_predict)
+        settings = _settings_or_exit(args, prog, argv, False, True, args.do_predict)
     else:
-        settings = settings_from_args(args, False, False, True)
-    return _execute(settings, "pabee")
+        settings = _settings_or_exit(args, prog, argv, False, False, True)
+    return _execute(settings, prog)
 
 
 def _dispatch(argv: list[str]) -> int | None:
@@ -404,8 +433,9 @@ def seed_main(argv: list[str] | None = None) -> int:
     if not args.task_name and not (args.train_file or args.validation_file):
         print("run_glue_with_pabee.py: error: --task_name is required", file=sys.stderr)
         return 2
-    settings = settings_from_args(args, args.do_train, args.do_eval, args.do_predict)
-    return _execute(settings, "run_glue_with_pabee.py")
+    prog = "run_glue_with_pabee.py"
+    settings = _settings_or_exit(args, prog, argv, args.do_train, args.do_eval, args.do_predict)
+    return _execute(settings, prog)
 
 
 if __name__ == "__main__":

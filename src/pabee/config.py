@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +50,10 @@ class PabeeConfig:
             )
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.classifier_dropout is not None and not 0.0 <= float(self.classifier_dropout) < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        dropout = self.classifier_dropout
+        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+                                    or not 0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"classifier_dropout must be a number in [0, 1), got {self.classifier_dropout!r}")
         if not self.pabee_version:
             from . import __version__
 
@@ -83,7 +86,10 @@ class PabeeConfig:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a JSON object")
-        return cls.from_dict(values)
+        try:
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as err:  # e.g. "patience": "3"
+            raise ValueError(f"{path}: {err}") from None
 
 
 def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:

@@ -151,10 +151,31 @@ def _rows(path: Path, reader: Iterator[list[str]]) -> Iterator[tuple[int, list[s
             if not fields:
                 continue
             yield line, fields
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not valid UTF-8 text after line {line} ({err.reason})") from None
+    except UnicodeDecodeError:
+        raise _not_utf8(path) from None
     except csv.Error as err:
         raise DataError(f"{path}:{line + 1}: {_one_line(err)}") from None
+
+
+def _not_utf8(path: Path) -> DataError:
+    """The DataError for a file that is not UTF-8, naming the line and byte of its first bad byte.
+
+    The text reader decodes ahead in blocks, so the row it had reached says nothing about where the bad byte is;
+    the file is decoded again here, as bytes, to find it.
+    """
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
+        return DataError(
+            f"{path}:{line}: not valid UTF-8 text (byte 0x{raw[err.start]:02x} at column {column}: {err.reason}); "
+            "save the file as UTF-8"
+        )
+    except OSError as err:
+        return DataError(f"cannot read {path}: {err.strerror}")
+    return DataError(f"{path}: not valid UTF-8 text")
 
 
 def _column_position(path: Path, header: list[str], column: str | int | None) -> int | None:
@@ -344,8 +365,8 @@ def _custom_records(path: Path, suffix: str) -> Iterator[tuple[str, dict[str, An
         # JSON Lines (a .json file holding one JSON array of objects is accepted too)
         try:
             text = handle.read()
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not valid UTF-8 text ({err.reason})") from None
+        except UnicodeDecodeError:
+            raise _not_utf8(path) from None
     if suffix == ".json" and text.lstrip().startswith("["):
         try:
             items = json.loads(text)

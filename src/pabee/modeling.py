@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
@@ -26,6 +26,7 @@ from .exit_rules import (
     rule_exit_layers,
     to_exit_rule,
 )
+from .loading import check_weights, load_backbone, read_weights, resolve_model_source
 from .losses import layer_loss_weights, weighted_layer_loss
 from .policy import (
     check_patience,
@@ -445,6 +446,10 @@ class PabeeForSequenceClassification(nn.Module):
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        name_or_path = resolve_model_source(
+            name_or_path, cache_dir=backbone_kwargs.get("cache_dir"),
+            local_files_only=bool(backbone_kwargs.get("local_files_only")),
+        )
         if is_pabee_folder(name_or_path):
             return cls._load_saved(Path(name_or_path), num_labels, id2label, label2id, overrides, backbone_kwargs)
 
@@ -452,7 +457,7 @@ class PabeeForSequenceClassification(nn.Module):
         config = _load_config(name_or_path, label_kwargs, backbone_kwargs)
         get_driver(config.model_type)  # fail before loading any weights
         try:
-            backbone = AutoModel.from_pretrained(name_or_path, config=config, **backbone_kwargs)
+            backbone = load_backbone(name_or_path, config, backbone_kwargs)
         except OSError as err:
             raise OSError(_load_error(name_or_path, err)) from None
         if "pooling" not in overrides:
@@ -483,11 +488,9 @@ class PabeeForSequenceClassification(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} is missing: the folder has a pabee config but no weights")
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{weights} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
+        state = read_weights(weights)
+        check_weights(model, state, folder)
+        model.load_state_dict(state)
         return model.eval()
 
 

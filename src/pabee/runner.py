@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import set_seed
 
 from .backbones import supported_model_types
-from .config import is_pabee_folder, weights_digest
+from .config import PabeeConfig, is_pabee_folder, weights_digest
 from .data import (
     DataError,
     Example,
@@ -32,6 +32,12 @@ from .evaluate import (
 )
 from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 from .features import tokenize_examples
+from .loading import (
+    load_tokenizer,
+    require_model_folder,
+    resolve_model_source,
+    unfinished_run_hint,
+)
 from .model_checks import (
     ModelLabels,
     check_task_labels,
@@ -42,6 +48,7 @@ from .model_checks import (
 from .records import RecordStore, plot_points
 from .tasks import TaskSpec, custom_task, get_task
 from .train import TrainSettings, check_output_dir, init_regression_heads, train
+from .validation import check_run_settings
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +94,9 @@ class RunSettings:
     regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
     progress: bool = True
     train: TrainSettings | None = None
+
+    def __post_init__(self) -> None:
+        check_run_settings(self)  # ValueError naming the flag, before any work
 
 
 @dataclass
@@ -197,7 +207,7 @@ def _load_custom(settings: RunSettings, model_labels: ModelLabels | None = None)
 
 def run(settings: RunSettings) -> list[EvalRecord]:
     """Train and/or evaluate and/or predict, as the settings ask. Returns the evaluation records."""
-    from transformers import AutoConfig, AutoTokenizer
+    from transformers import AutoConfig
 
     from .modeling import PabeeForSequenceClassification
 
@@ -211,6 +221,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     store = RecordStore(settings.output_dir)
     if settings.do_eval:
         store.validate()  # a records file the results cannot be added to fails now, not after the evaluation
+    source = model_source(settings)  # a missing or unusable model is reported before any work
     labelled = labelled_model(settings)
     data = load_task_data(settings, read_model_labels(labelled) if labelled is not None else None)
     task = data.task
@@ -231,16 +242,14 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         warnings.warn(
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
-    source = settings.model_name_or_path or (default_model_path() if settings.do_train else settings.output_dir)
     if settings.model_type is not None:
         _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
-    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(
-        settings.tokenizer_name or source,
-        cache_dir=settings.cache_dir,
-        **({"do_lower_case": True} if settings.do_lower_case else {}),
+    tokenizer = load_tokenizer(
+        settings.tokenizer_name or source, cache_dir=settings.cache_dir, do_lower_case=settings.do_lower_case
     )
     max_seq_length = model_max_seq_length(settings.max_seq_length, source, tokenizer, settings.cache_dir)
+    # output_dir is created by what writes into it (the Trainer, save_records, the prediction writer), so a run
+    # that fails before it has anything to write leaves no empty folder behind
 
     records: list[EvalRecord] = []
     if settings.do_train:
@@ -360,6 +369,30 @@ def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store
             print(f"plot: {plot_path}")
 
 
+def model_source(settings: RunSettings) -> str:
+    """The folder or hub id the run loads its model from, checked before any work (ValueError otherwise).
+
+    Training starts from ``model_name_or_path`` (default: the embedded MiniLM-L6); evaluation and prediction use
+    ``model_name_or_path`` or else ``output_dir``, which must then be a model written by ``pabee train``. A
+    ``tokenizer_name`` is checked too.
+    """
+    if settings.model_name_or_path:
+        source = resolve_model_source(settings.model_name_or_path, cache_dir=settings.cache_dir)
+    elif settings.do_train:
+        source = default_model_path()
+    else:
+        source = require_model_folder(
+            settings.output_dir, "give --model_name_or_path: a model folder written by pabee train"
+        )
+    if not settings.do_train:
+        _checkpoints_to_evaluate(settings)  # a plain encoder, or an unfinished training, is refused here
+    if is_pabee_folder(source):
+        PabeeConfig.load(source)  # a damaged pabee_config.json, too
+    if settings.tokenizer_name:
+        resolve_model_source(settings.tokenizer_name, what="tokenizer", cache_dir=settings.cache_dir)
+    return source
+
+
 def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
     """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model.
 
@@ -367,9 +400,8 @@ def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
     would be evaluated twice and drawn as two identical curves."""
     target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
     if not is_pabee_folder(target):
-        raise ValueError(
-            f"{target} is not a fine-tuned pabee model (no pabee_config.json): train it first with --do_train"
-        )
+        hint = unfinished_run_hint(target) or ": train it first with --do_train"
+        raise ValueError(f"{target} is not a fine-tuned pabee model (no pabee_config.json){hint}")
     found: list[tuple[str, str]] = []
     if settings.eval_all_checkpoints:
         root = Path(settings.output_dir)

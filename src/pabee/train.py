@@ -24,6 +24,7 @@ from .evaluate import layer_metrics
 from .features import Features
 from .run_folder import check_same_run, move_previous_run, run_identity, save_run_identity
 from .tasks import TaskSpec
+from .validation import check_train_settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,21 +61,7 @@ class TrainSettings:
     disable_tqdm: bool | None = None
 
     def __post_init__(self) -> None:
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "classifier_learning_rate": self.classifier_learning_rate is None or self.classifier_learning_rate > 0,
-            "num_train_epochs": self.num_train_epochs > 0 or self.max_steps > 0,
-            "per_device_train_batch_size": self.per_device_train_batch_size >= 1,
-            "per_device_eval_batch_size": self.per_device_eval_batch_size >= 1,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "warmup_steps": self.warmup_steps >= 0,
-            "save_steps": self.save_steps >= 1,
-            "logging_steps": self.logging_steps >= 1,
-            "train_sampling_strategy": self.train_sampling_strategy in ("group_by_length", "random"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid {name}: {getattr(self, name)}")
+        check_train_settings(self)  # ValueError naming the flag, before any work
 
 
 def init_regression_heads(model, labels) -> float:
