@@ -105,11 +105,11 @@ def one_line_error(capsys):
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
-        ("flipped", "pabee: error: --label_list neg,pos contradicts the labels of the model at {m}: pos,neg"),
-        ("other_names", "pabee: error: --label_list yes,no contradicts the labels of the model at {m}: pos,neg"),
-        ("file_label", "pabee: error: {d}:3: label 'yes' is not one of ['pos', 'neg'] (the labels of the model "
+        ("flipped", "pabee eval: error: --label_list neg,pos contradicts the labels of the model at {m}: pos,neg"),
+        ("other_names", "pabee eval: error: --label_list yes,no contradicts the labels of the model at {m}: pos,neg"),
+        ("file_label", "pabee eval: error: {d}:3: label 'yes' is not one of ['pos', 'neg'] (the labels of the model "
                        "at {m})"),
-        ("regression", "pabee: error: --regression does not fit the model at {m}, a classifier with labels "
+        ("regression", "pabee eval: error: --regression does not fit the model at {m}, a classifier with labels "
                        "['pos', 'neg']"),
     ],
     ids=["flipped", "other_names", "file_label", "regression"],
@@ -157,7 +157,7 @@ def test_glue_task_with_other_labels_is_refused(tiny_bert, tmp_path, monkeypatch
     assert main(["eval", "--model_name_or_path", str(rte), "--task_name", "MRPC", "--data_dir", str(glue),
                  "--output_dir", str(tmp_path / "o"), *QUIET]) == 2
     assert one_line_error(capsys) == (
-        f"pabee: error: the model at {rte} was trained with labels ['entailment', 'not_entailment'], task mrpc has "
+        f"pabee eval: error: the model at {rte} was trained with labels ['entailment', 'not_entailment'], task mrpc has "
         "['0', '1']"
     )
 

@@ -278,7 +278,7 @@ def test_an_interrupted_sweep_keeps_what_it_measured(swept, tmp_path, monkeypatc
                           "--per_device_eval_batch_size", "1,4"))
     assert code == 130
     err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err == (f"pabee: evaluation interrupted; the 6 records measured before it (2 of 6 checkpoint x split x "
+    assert err == (f"pabee eval: evaluation interrupted; the 6 records measured before it (2 of 6 checkpoint x split x "
                    f"batch size results) are kept in {out / 'eval_results.json'}")
     saved = json.loads((out / "eval_results.json").read_text())
     assert sorted({(r["checkpoint"], r["batch_size"]) for r in saved}) == [("checkpoint-1", 1), ("checkpoint-1", 4)]
@@ -308,7 +308,7 @@ def test_sigint_during_a_real_sweep(swept, tmp_path):
     kept = json.loads(results.read_text())
     assert 3 <= len(kept) < 3 * 9 and len(kept) % 3 == 0  # whole results only, and not all 9 of them
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith(f"pabee: evaluation interrupted; the {len(kept)} records measured before it")
+    assert last.startswith(f"pabee eval: evaluation interrupted; the {len(kept)} records measured before it")
     assert last.endswith(f"are kept in {results}") and "Traceback" not in stderr
     assert stdout.count("| batch size") == len(kept) // 3
 
@@ -322,6 +322,6 @@ def test_not_a_list_fails_in_one_line_before_the_evaluation(swept, tmp_path, mon
     assert main(eval_args(out, data, "--patience", "1")) == 2
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines() == [
-        f"pabee: error: {out / 'eval_results.json'} holds a JSON object, not a list of evaluation records: move it "
+        f"pabee eval: error: {out / 'eval_results.json'} holds a JSON object, not a list of evaluation records: move it "
         "away or delete it"]
     assert captured.out == "" and (out / "eval_results.json").read_text() == '{"final": []}'
