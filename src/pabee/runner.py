@@ -6,7 +6,7 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import set_seed
@@ -30,7 +30,7 @@ from .evaluate import (
     predict,
     predicted_labels,
 )
-from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
+from .exit_rules import ExitRule, check_rule_supported
 from .features import tokenize_examples
 from .loading import (
     load_tokenizer,
@@ -46,57 +46,12 @@ from .model_checks import (
     read_model_labels,
 )
 from .records import RecordStore, plot_points
+from .settings import RunSettings, TrainSettings  # noqa: F401  (RunSettings lives in pabee.settings; re-exported)
 from .tasks import TaskSpec, custom_task, get_task
-from .train import TrainSettings, check_output_dir, init_regression_heads, train
-from .validation import check_run_settings
+from .train import check_output_dir, init_regression_heads, train
+from .validation import check_exit_rules
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunSettings:
-    """Everything one run needs. ``model_name_or_path=None`` uses the embedded default (MiniLM-L6).
-
-    The exit rules evaluated (and used for predictions) are ``exit_rules`` when given, else patience rules with
-    the values of ``patience``; give one or the other. Full depth (patience 0) is always evaluated as the baseline.
-    """
-
-    output_dir: str
-    task_name: str | None = None
-    data_dir: str | None = None
-    model_name_or_path: str | None = None
-    model_type: str | None = None
-    tokenizer_name: str | None = None
-    cache_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    text_columns: tuple[str, ...] = ("sentence",)
-    label_column: str | None = "label"
-    label_list: tuple[str, ...] | None = None
-    regression: bool = False
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    do_lower_case: bool = False
-    max_seq_length: int = 128
-    patience: list[int] = field(default_factory=lambda: [0])
-    exit_rules: list[ExitRule] | None = None
-    regression_threshold: float | None = None
-    eval_batch_sizes: list[int] = field(default_factory=lambda: [32])
-    timing_rounds: int = 1  # interleaved timed passes per (checkpoint, split, batch size); eval_seconds = their mean
-    eval_all_checkpoints: bool = False
-    overwrite_output_dir: bool = False
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    loss_weighting: str | None = None
-    pooling: str | None = None
-    regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
-    progress: bool = True
-    train: TrainSettings | None = None
-
-    def __post_init__(self) -> None:
-        check_run_settings(self)  # ValueError naming the flag, before any work
 
 
 @dataclass
@@ -261,7 +216,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
             source,
             num_labels=task.num_labels,
             id2label=dict(enumerate(task.label_list)) if task.label_list else None,
-            patience=_single_patience(settings.patience),
+            patience=_single_patience([r.value for r in rules if r.kind == "patience"] or [0]),
             regression_threshold=settings.regression_threshold if task.is_regression else None,
             loss_weighting=settings.loss_weighting,
             pooling=settings.pooling,
@@ -455,13 +410,7 @@ def labelled_model(settings: RunSettings) -> str | None:
 
 
 def _exit_rules(settings: RunSettings) -> list[ExitRule]:
-    if settings.exit_rules is None:
-        return [ExitRule("patience", p) for p in settings.patience]
-    if list(settings.patience) != [0]:
-        raise ValueError("give the patiences either in RunSettings.patience or in RunSettings.exit_rules, not both")
-    if not settings.exit_rules:
-        raise ValueError("RunSettings.exit_rules is empty")
-    return [to_exit_rule(r) for r in settings.exit_rules]
+    return check_exit_rules(settings.exit_rules)  # again: the field may have been reassigned since __post_init__
 
 
 def _rule_folder(rule: ExitRule) -> str:

@@ -12,7 +12,6 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,45 +22,13 @@ from transformers.trainer_utils import get_last_checkpoint
 from .evaluate import layer_metrics
 from .features import Features
 from .run_folder import check_same_run, move_previous_run, run_identity, save_run_identity
+from .settings import TrainSettings  # noqa: F401  (lives in pabee.settings; re-exported here)
 from .tasks import TaskSpec
-from .validation import check_train_settings
 
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
 CLASSIFIER_LR_RATIO = 20.0
-
-
-@dataclass
-class TrainSettings:
-    """Training hyper-parameters (names follow transformers.TrainingArguments)."""
-
-    output_dir: str
-    learning_rate: float = 5e-5
-    classifier_learning_rate: float | None = None  # None: CLASSIFIER_LR_RATIO x learning_rate
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    warmup_steps: float = 0.1  # >= 1: steps; < 1: fraction of all steps
-    logging_steps: int = 50
-    save_steps: int = 500
-    seed: int = 42
-    fp16: bool = False
-    bf16: bool = False
-    train_sampling_strategy: str = "group_by_length"  # or "random"
-    use_cpu: bool = False
-    evaluate_during_training: bool = False
-    resume_from_checkpoint: str | bool | None = None
-    save_total_limit: int | None = None
-    disable_tqdm: bool | None = None
-
-    def __post_init__(self) -> None:
-        check_train_settings(self)  # ValueError naming the flag, before any work
 
 
 def init_regression_heads(model, labels) -> float:

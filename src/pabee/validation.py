@@ -47,7 +47,7 @@ def number(flag: str, value: object, *, above: float | None = None, at_least: fl
 
 
 def check_train_settings(s) -> None:
-    """Raise ValueError naming the flag for the first invalid value of a :class:`pabee.train.TrainSettings`.
+    """Raise ValueError naming the flag for the first invalid value of a :class:`pabee.settings.TrainSettings`.
 
     transformers conventions are kept: ``max_steps`` > 0 overrides ``num_train_epochs`` (-1: train by epochs);
     ``warmup_steps`` < 1 is a fraction of all steps, >= 1 a whole number of steps; ``max_grad_norm`` 0 turns
@@ -89,8 +89,21 @@ def check_train_settings(s) -> None:
         )
 
 
+def check_exit_rules(rules: object) -> list:
+    """``RunSettings.exit_rules`` as a non-empty list of :class:`pabee.exit_rules.ExitRule` (``"kind:value"``
+    strings are parsed); ValueError for an empty list or an invalid rule."""
+    from .exit_rules import to_exit_rule
+
+    if isinstance(rules, str) or not isinstance(rules, Iterable):
+        rules = [rules]
+    rules = [to_exit_rule(rule) for rule in rules]
+    if not rules:
+        raise ValueError("exit_rules is empty: give at least one exit rule (--patience or --exit_values)")
+    return rules
+
+
 def check_run_settings(s) -> None:
-    """Raise ValueError naming the flag for the first invalid number of a :class:`pabee.runner.RunSettings`."""
+    """Raise ValueError naming the flag for the first invalid number of a :class:`pabee.settings.RunSettings`."""
     integer("max_seq_length", s.max_seq_length, 2)
     if s.max_train_samples is not None:
         integer("max_train_samples", s.max_train_samples, 1, hint=" (leave it out to use every example)")
