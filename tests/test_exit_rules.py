@@ -1,28 +1,47 @@
-"""ExitRule and the entropy / confidence / fixed-layer rules as pure functions, on hand-made logits."""
+"""ExitRule and the entropy / confidence / fixed-layer rules (rule objects and their per-layer tests), on
+hand-made logits."""
 
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from pabee import ExitRule as ExportedExitRule
 from pabee.exit_rules import (
+    RULE_CLASSES,
+    ConfidenceRule,
+    EntropyRule,
     ExitRule,
+    FixedLayerRule,
+    PatienceRule,
     check_rule_supported,
-    confidence_exit_layers,
     confidence_reached,
-    entropy_exit_layers,
     entropy_reached,
-    first_exit_layers,
-    fixed_exit_layers,
     max_softmax_probability,
     patience_rule,
     rule_exit_layers,
     softmax_entropy,
     to_exit_rule,
 )
-from pabee.policy import patience_exit_layers
+from pabee.torch_backend import tensor_to_numpy
+
+
+def entropy_exit_layers(all_logits, threshold):
+    return EntropyRule(threshold).exit_layers(all_logits)
+
+
+def confidence_exit_layers(all_logits, threshold):
+    return ConfidenceRule(threshold).exit_layers(all_logits)
+
+
+def fixed_exit_layers(all_logits, layer):
+    return FixedLayerRule(layer).exit_layers(all_logits)
+
+
+def patience_exit_layers(all_logits, patience, threshold):
+    return PatienceRule(patience, threshold).exit_layers(all_logits)
 
 
 def two_class(p: float) -> list[float]:
@@ -39,43 +58,49 @@ HAND_ENTROPIES = {0.5: 0.693147, 0.75: 0.562335, 0.9: 0.325083, 0.99: 0.056001}
 
 
 def test_entropy_matches_hand_computed_values():
-    logits = torch.tensor([two_class(p) for p in HAND_ENTROPIES])
-    expected = torch.tensor(list(HAND_ENTROPIES.values()))
-    torch.testing.assert_close(softmax_entropy(logits), expected, atol=1e-5, rtol=0)
+    logits = np.array([two_class(p) for p in HAND_ENTROPIES], dtype=np.float32)
+    expected = np.array(list(HAND_ENTROPIES.values()))
+    np.testing.assert_allclose(softmax_entropy(logits), expected, atol=1e-5, rtol=0)
     for p, h in HAND_ENTROPIES.items():
         assert binary_entropy(p) == pytest.approx(h, abs=1e-6)
-    uniform3 = softmax_entropy(torch.zeros(2, 3))
-    torch.testing.assert_close(uniform3, torch.full((2,), math.log(3)), atol=1e-6, rtol=0)  # ln 3 = 1.098612
+    uniform3 = softmax_entropy(np.zeros((2, 3), dtype=np.float32))
+    np.testing.assert_allclose(uniform3, np.full(2, math.log(3)), atol=1e-6, rtol=0)  # ln 3 = 1.098612
 
 
 def test_entropy_of_a_certain_prediction_is_zero_not_nan():
-    h = softmax_entropy(torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]]))
-    assert not torch.isnan(h).any()
+    h = softmax_entropy(np.array([[1000.0, 0.0, -1000.0], [0.0, 0.0, 0.0]], dtype=np.float32))
+    assert not np.isnan(h).any()
     assert h[0].item() == 0.0
 
 
 def test_entropy_and_confidence_are_computed_in_float32_for_half_logits():
-    logits = torch.tensor([two_class(0.9)], dtype=torch.bfloat16)
-    assert softmax_entropy(logits).dtype == torch.float32
-    assert max_softmax_probability(logits).dtype == torch.float32
+    logits = np.array([two_class(0.9)], dtype=np.float16)
+    assert softmax_entropy(logits).dtype == np.float32
+    assert max_softmax_probability(logits).dtype == np.float32
+    # torch half-precision logits reach the rules as float32 arrays (numpy has no bfloat16)
+    half = tensor_to_numpy(torch.tensor([two_class(0.9)], dtype=torch.bfloat16))
+    assert half.dtype == np.float32
+    assert softmax_entropy(half).dtype == np.float32 and max_softmax_probability(half).dtype == np.float32
+    assert softmax_entropy(np.array([two_class(0.9)])).dtype == np.float64  # float64 logits stay float64
 
 
 def test_max_probability_matches_hand_computed_values():
-    logits = torch.tensor([two_class(0.75), two_class(0.1), [0.0, 0.0]])
-    torch.testing.assert_close(max_softmax_probability(logits), torch.tensor([0.75, 0.9, 0.5]), atol=1e-6, rtol=0)
+    logits = np.array([two_class(0.75), two_class(0.1), [0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(max_softmax_probability(logits), [0.75, 0.9, 0.5], atol=1e-6, rtol=0)
     # three classes with logits (ln 2, 0, 0): probabilities (1/2, 1/4, 1/4)
-    torch.testing.assert_close(max_softmax_probability(torch.tensor([[math.log(2), 0.0, 0.0]])), torch.tensor([0.5]))
+    three = np.array([[math.log(2), 0.0, 0.0]], dtype=np.float32)
+    np.testing.assert_allclose(max_softmax_probability(three), [0.5], rtol=1.3e-6, atol=1e-5)
 
 
 def test_entropy_test_is_strictly_below_the_threshold():
-    logits = torch.tensor([two_class(0.5), two_class(0.9), [1000.0, 0.0]])  # H = 0.693, 0.325, 0
+    logits = np.array([two_class(0.5), two_class(0.9), [1000.0, 0.0]], dtype=np.float32)  # H = 0.693, 0.325, 0
     assert entropy_reached(logits, 0.4).tolist() == [False, True, True]
     assert entropy_reached(logits, 1.0).tolist() == [True, True, True]
     assert entropy_reached(logits, 0.0).tolist() == [False, False, False]  # H < 0 never holds
 
 
 def test_confidence_test_is_at_least_the_threshold():
-    logits = torch.tensor([[0.0, 0.0], two_class(0.9), [1000.0, 0.0]])  # max p = 0.5 (exact), 0.9, 1.0 (exact)
+    logits = np.array([[0.0, 0.0], two_class(0.9), [1000.0, 0.0]], dtype=np.float32)  # max p = 0.5, 0.9, 1.0
     assert confidence_reached(logits, 0.5).tolist() == [True, True, True]  # >= : 0.5 passes 0.5
     assert confidence_reached(logits, 0.8).tolist() == [False, True, True]
     assert confidence_reached(logits, 1.0).tolist() == [False, False, True]
@@ -83,13 +108,7 @@ def test_confidence_test_is_at_least_the_threshold():
 
 # (L=4, B=3, C=2): row 0 grows more confident layer by layer, row 1 is sure at layer 1, row 2 never is.
 PROBS = [[0.5, 0.99, 0.5], [0.75, 0.5, 0.5], [0.9, 0.5, 0.5], [0.99, 0.5, 0.5]]
-ALL_LOGITS = torch.tensor([[two_class(p) for p in layer] for layer in PROBS])
-
-
-def test_first_exit_layers():
-    reached = torch.tensor([[False, True, False], [True, True, False], [False, False, False]])
-    assert first_exit_layers(reached).tolist() == [2, 1, 3]
-    assert reached[2].tolist() == [False, False, False], "the input is not modified"
+ALL_LOGITS = np.array([[two_class(p) for p in layer] for layer in PROBS], dtype=np.float32)
 
 
 def test_entropy_exit_layers():
@@ -111,7 +130,7 @@ def test_fixed_exit_layers():
     assert fixed_exit_layers(ALL_LOGITS, 2).tolist() == [2, 2, 2]
     assert fixed_exit_layers(ALL_LOGITS, 1).tolist() == [1, 1, 1]
     assert fixed_exit_layers(ALL_LOGITS, 9).tolist() == [4, 4, 4]  # k >= L: the last layer
-    assert fixed_exit_layers(ALL_LOGITS, 2).dtype == torch.long
+    assert fixed_exit_layers(ALL_LOGITS, 2).dtype == np.int64
 
 
 def test_rule_exit_layers_dispatches_to_every_rule():
@@ -119,14 +138,16 @@ def test_rule_exit_layers_dispatches_to_every_rule():
     assert rule_exit_layers(ALL_LOGITS, ExitRule("confidence", 0.8)).tolist() == [3, 1, 4]
     assert rule_exit_layers(ALL_LOGITS, ExitRule("layer", 3)).tolist() == [3, 3, 3]
     for patience in (0, 1, 2):
-        assert torch.equal(
+        assert np.array_equal(
             rule_exit_layers(ALL_LOGITS, ExitRule("patience", patience), 0.1),
             patience_exit_layers(ALL_LOGITS, patience, 0.1),
         )
+    # a torch tensor on the CPU and a "kind:value" string work too
+    assert rule_exit_layers(torch.from_numpy(ALL_LOGITS), "entropy:0.4").tolist() == [3, 1, 4]
 
 
 def test_regression_logits_are_refused_by_the_probability_rules():
-    regression = torch.zeros(4, 3, 1)
+    regression = np.zeros((4, 3, 1), dtype=np.float32)
     for kind, fn in [("entropy", entropy_exit_layers), ("confidence", confidence_exit_layers)]:
         with pytest.raises(ValueError, match=f"{kind} exit rule .*classification"):
             fn(regression, 0.5)
@@ -223,3 +244,23 @@ def test_to_exit_rule_and_patience_rule():
         to_exit_rule(0.7)
     for p in (0, 3, 32, 100):
         assert patience_rule(p) == ExitRule("patience", p)
+
+
+def test_every_kind_builds_its_rule_object_from_one_table():
+    assert list(RULE_CLASSES) == ["patience", "entropy", "confidence", "layer"]
+    built = {kind: ExitRule(kind, value).build(0.3) for kind, value in
+             [("patience", 2), ("entropy", 0.4), ("confidence", 0.8), ("layer", 3)]}
+    assert {kind: type(rule) for kind, rule in built.items()} == RULE_CLASSES
+    assert built["patience"].patience == 2 and built["patience"].regression_threshold == 0.3
+    assert built["entropy"].threshold == 0.4 and built["confidence"].threshold == 0.8 and built["layer"].layer == 3
+    assert ExitRule("patience", 1).build().regression_threshold == 0.1  # the default regression threshold
+    # only the rules that need no per-layer decision have a static depth
+    assert [built[k].static_depth(6) for k in RULE_CLASSES] == [None, None, None, 3]
+    assert ExitRule("patience", 0).build().static_depth(6) == 6 and FixedLayerRule(9).static_depth(6) == 6
+    for kind in ("entropy", "confidence"):
+        assert built[kind].needs_probabilities and ExitRule(kind, 0.5).build().needs_probabilities
+    assert not built["patience"].needs_probabilities and not built["layer"].needs_probabilities
+    with pytest.raises(ValueError, match="confidence threshold"):
+        ConfidenceRule(1.5)
+    with pytest.raises(ValueError, match="layer value must be an integer >= 1"):
+        FixedLayerRule(0)

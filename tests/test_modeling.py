@@ -1,12 +1,13 @@
 """Equivalence tests of PabeeForSequenceClassification on tiny random encoders of every architecture."""
 
+import numpy as np
 import pytest
 import torch
 from tiny_models import ARCHS, one_at_a_time, random_batch, tiny_backbone
 
+from pabee.exit_rules import PatienceRule
 from pabee.losses import layer_loss_weights
-from pabee.modeling import PabeeForSequenceClassification, PabeeOutput
-from pabee.policy import gather_exit_logits, patience_exit_layers
+from pabee.modeling import PabeeForSequenceClassification, PabeeOutput, gather_exit_logits
 
 ATOL = 1e-5
 
@@ -102,7 +103,7 @@ def test_early_exit_agrees_with_rule_recomputed_from_all_logits(arch):
         for patience in (1, 2, 3):
             full = model(ids, attention_mask=mask, patience=patience, output_all_layers=True)
             assert full.all_logits.shape == (model.num_layers, 8, 3)
-            expected_exits = patience_exit_layers(full.all_logits, patience, 0.1)
+            expected_exits = torch.from_numpy(PatienceRule(patience, 0.1).exit_layers(full.all_logits.numpy()))
             assert full.exit_layers.tolist() == expected_exits.tolist()
             early = model(ids, attention_mask=mask, patience=patience)
             assert early.exit_layers.tolist() == expected_exits.tolist()
@@ -303,8 +304,10 @@ def test_bad_inputs_are_rejected():
         PabeeForSequenceClassification.from_pretrained("anything", num_labels=0)
 
 
-def test_batch_one_argmax_matches_torch_argmax_on_ties_infinities_and_nan():
-    from pabee.modeling import _argmax_of_row
+def test_patience_agreement_follows_torch_argmax_on_ties_infinities_and_nan():
+    """The patience rule compares numpy argmaxes: they must pick the class torch.argmax picks (the first maximum,
+    NaN counting as the maximum), or a model's exits would depend on which library decided."""
+    from pabee.exit_rules import predictions_agree
 
     nan, inf = float("nan"), float("inf")
     rows = [[0.3], [1.0, 1.0], [0.0, 2.0, 2.0], [-inf, -inf], [1.0, nan, 3.0], [nan, nan], [inf, nan], [2.0, inf, inf],
@@ -313,7 +316,12 @@ def test_batch_one_argmax_matches_torch_argmax_on_ties_infinities_and_nan():
     rows += torch.randn(200, 4, generator=gen).round(decimals=1).tolist()  # rounding makes ties common
     for row in rows:
         logits = torch.tensor([row])
-        assert _argmax_of_row(logits) == int(logits[0].argmax()), row
+        picked = int(logits[0].argmax())
+        for j in range(len(row)):
+            one_hot = np.zeros((1, len(row)), dtype=np.float32)
+            one_hot[0, j] = 1.0
+            if len(row) > 1:  # one column is a regression: compared by value, not argmax
+                assert bool(predictions_agree(logits.numpy(), one_hot, 0.1)[0]) == (j == picked), row
 
 
 def test_inference_output_is_the_same_model_output_as_the_dataclass_builds():

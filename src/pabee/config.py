@@ -11,8 +11,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .exit_rules import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
 from .losses import LOSS_WEIGHTINGS
-from .policy import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
 
 logger = logging.getLogger(__name__)
 

@@ -16,26 +16,21 @@ from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from .backbones import BackboneDriver, get_driver, trim_layer_extra
+from .backbones import BackboneDriver, get_driver
 from .config import PabeeConfig, atomic_write_text, is_pabee_folder, sentence_transformers_pooling
+from .early_exit import run_early_exit
 from .exit_rules import (
-    THRESHOLD_TESTS,
     ExitRule,
+    StepRule,
+    check_patience,
+    check_regression_threshold,
     check_rule_supported,
     patience_rule,
-    rule_exit_layers,
     to_exit_rule,
 )
 from .loading import check_weights, load_backbone, read_weights, resolve_model_source
 from .losses import layer_loss_weights, weighted_layer_loss
-from .policy import (
-    check_patience,
-    check_regression_threshold,
-    gather_exit_logits,
-    next_patience_counter,
-    patience_reached,
-    predictions_agree,
-)
+from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
 
 logger = logging.getLogger(__name__)
 WEIGHTS_NAME = "model.safetensors"
@@ -163,9 +158,10 @@ class PabeeForSequenceClassification(nn.Module):
         Otherwise examples that exit stop costing compute: the active batch shrinks layer by layer (the "layer"
         rule simply runs its k layers and classifies once).
         """
-        rule = self._resolve_exit_rule(exit_rule, patience)
-        threshold = check_regression_threshold(
-            self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
+        rule = self._resolve_exit_rule(exit_rule, patience).build(
+            check_regression_threshold(
+                self.pabee_config.regression_threshold if regression_threshold is None else regression_threshold
+            )
         )
         input_ids, attention_mask, token_type_ids = self._check_inputs(input_ids, attention_mask, token_type_ids)
         # From here on attention_mask is None when no position is padding (checked here once instead of at every
@@ -174,7 +170,7 @@ class PabeeForSequenceClassification(nn.Module):
             attention_mask = None
         if attention_mask is not None:
             width = input_ids.size(1)
-            input_ids, attention_mask, token_type_ids = _trim_trailing_padding(input_ids, attention_mask, token_type_ids)
+            input_ids, attention_mask, token_type_ids = trim_trailing_padding(input_ids, attention_mask, token_type_ids)
             if input_ids.size(1) < width and bool(attention_mask.all()):  # every row had the same trailing padding
                 attention_mask = None
         hidden = self.driver.embed(self.backbone, input_ids, token_type_ids)  # (B,S,H)
@@ -186,14 +182,14 @@ class PabeeForSequenceClassification(nn.Module):
                 if labels.size(0) != input_ids.size(0):
                     raise ValueError(f"labels has {labels.size(0)} rows but the batch has {input_ids.size(0)}")
                 loss = weighted_layer_loss(all_logits, labels, self.loss_weights)
-            exit_layers = rule_exit_layers(all_logits.detach(), rule, threshold)
+            exit_layers = torch.from_numpy(rule.exit_layers(tensor_to_numpy(all_logits))).to(all_logits.device)
             return PabeeOutput(
                 loss=loss,
                 logits=gather_exit_logits(all_logits, exit_layers),
                 exit_layers=exit_layers,
                 all_logits=all_logits if output_all_layers else None,
             )
-        logits, exit_layers = self._early_exit(hidden, attention_mask, rule, threshold)
+        logits, exit_layers = self._early_exit(hidden, attention_mask, rule)
         return PabeeOutput._of_inference(logits, exit_layers)
 
     def _resolve_exit_rule(self, exit_rule: ExitRule | str | None, patience: int | None) -> ExitRule:
@@ -294,108 +290,18 @@ class PabeeForSequenceClassification(nn.Module):
         return torch.stack(all_logits)
 
     def _early_exit(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rule: ExitRule, threshold: float
+        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rule: StepRule
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Layer-by-layer inference where each row leaves as soon as ``rule`` lets it out.
+        """Layer-by-layer inference where each row leaves as soon as the rule object ``rule`` lets it out.
 
         hidden (B,S,H), attention_mask (B,S) -> logits (B,C), exit_layers (B,). Called by ``forward`` only, with
-        attention_mask None unless some position is padded.
-        ``rows`` maps the active rows back to their place in the batch. Patience keeps a counter per row; the
-        entropy and confidence rules test each layer's logits on their own (``stop``).
+        attention_mask None unless some position is padded. The loop is :func:`pabee.early_exit.run_early_exit`
+        over this model's :class:`pabee.torch_backend.TorchBackend`.
         """
-        batch = hidden.size(0)
-        last = self.num_layers - 1
-        if rule.kind == "layer" or rule.is_full_depth:  # static depth: no exit state, one classifier
-            depth = min(rule.value, self.num_layers) if rule.kind == "layer" else self.num_layers
-            hidden = self._run_layers(hidden, attention_mask, depth)
-            exits = torch.full((batch,), depth, dtype=torch.long, device=hidden.device)
-            pool = self._pool_input(hidden, attention_mask)  # forward left the mask None unless something is padded
-            return self._classify(self.classifiers[depth - 1], hidden, pool), exits
-        patience = rule.value if rule.kind == "patience" else 0  # 0: a threshold rule decides
-        stop = None if patience else THRESHOLD_TESTS[rule.kind]
-        if batch == 1:
-            if stop is None:
-                return self._early_exit_one(hidden, attention_mask, patience, threshold)
-            return self._early_exit_one_threshold(hidden, attention_mask, rule)
-        logits_out = hidden.new_empty(batch, self.num_labels)
-        exit_layers = torch.full((batch,), self.num_layers, dtype=torch.long, device=hidden.device)
-        rows = torch.arange(batch, device=hidden.device)  # (A,)
-        counter = torch.zeros(batch, dtype=torch.long, device=hidden.device)  # (A,)
-        previous = None  # (A,C)
-        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-        extra = self.driver.layer_extra(self.backbone, hidden)
-        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
-        for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
-            hidden = self.driver.run_layer(layer, hidden, mask, extra)
-            logits = self._classify(head, hidden, pool)  # (A,C)
-            if i == last:
-                logits_out[rows] = logits
-                break
-            if stop is None:
-                if previous is not None:
-                    counter = next_patience_counter(counter, predictions_agree(previous, logits, threshold))
-                done = patience_reached(counter, patience)  # (A,)
-            else:
-                done = stop(logits, rule.value)  # (A,)
-            if bool(done.any()):
-                logits_out[rows[done]] = logits[done]
-                exit_layers[rows[done]] = i + 1
-                keep = ~done
-                if not bool(keep.any()):
-                    break
-                rows, counter, logits, hidden = rows[keep], counter[keep], logits[keep], hidden[keep]
-                if attention_mask is not None:  # the rows left may need fewer columns, or none padded
-                    hidden, attention_mask = _trim_trailing_columns(hidden, attention_mask[keep])
-                    mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-                    extra = trim_layer_extra(extra, hidden.size(1))
-                    pool = self._pool_input(hidden, attention_mask if mask is not None else None)
-                elif pool is not None:
-                    pool = pool[keep]
-            previous = logits
-        return logits_out, exit_layers
-
-    def _early_exit_one(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, patience: int, threshold: float
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The same rule as ``_early_exit`` for a single example, with the counter kept as Python values
-        (no per-layer tensor bookkeeping: at batch size 1 that bookkeeping costs as much as a classifier)."""
-        driver, backbone, classify = self.driver, self.backbone, self._classify  # looked up once, not per layer
-        mask = driver.prepare_mask(backbone, hidden, attention_mask)
-        extra = driver.layer_extra(backbone, hidden)
-        run_layer, layers, heads = driver.run_layer, driver.layers(backbone), list(self.classifiers)
-        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
-        regression, last = self.is_regression, self.num_layers - 1
-        previous = None
-        counter = 0
-        for i in range(self.num_layers):
-            hidden = run_layer(layers[i], hidden, mask, extra)
-            logits = classify(heads[i], hidden, pool)  # (1,C)
-            current = logits if regression else _argmax_of_row(logits)
-            if previous is not None:
-                if regression:  # same float32 arithmetic as predictions_agree
-                    agree = bool((previous[0, 0] - current[0, 0]).abs() < threshold)
-                else:
-                    agree = previous == current
-                counter = counter + 1 if agree else 0
-            if counter >= patience or i == last:
-                return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
-            previous = current
-        raise AssertionError("unreachable: the last layer always exits")
-
-    def _early_exit_one_threshold(
-        self, hidden: torch.Tensor, attention_mask: torch.Tensor | None, rule: ExitRule
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The entropy / confidence rule for a single example: stop at the first layer whose logits pass."""
-        mask = self.driver.prepare_mask(self.backbone, hidden, attention_mask)
-        extra = self.driver.layer_extra(self.backbone, hidden)
-        stop, value, last = THRESHOLD_TESTS[rule.kind], rule.value, self.num_layers - 1
-        pool = self._pool_input(hidden, attention_mask if mask is not None else None)
-        for i, (layer, head) in enumerate(zip(self.driver.layers(self.backbone), self.classifiers)):
-            hidden = self.driver.run_layer(layer, hidden, mask, extra)
-            logits = self._classify(head, hidden, pool)  # (1,C)
-            if i == last or bool(stop(logits, value)[0]):
-                return logits, torch.full((1,), i + 1, dtype=torch.long, device=hidden.device)
-        raise AssertionError("unreachable: the last layer always exits")
+        backend = TorchBackend(self)
+        logits, exit_layers = run_early_exit(backend, rule, backend.start(hidden, attention_mask), hidden.size(0))
+        device = hidden.device
+        return backend.to_tensor(logits, device), torch.from_numpy(exit_layers).to(device)
 
     # ------------------------------------------------------------------ save / load
 
@@ -494,19 +400,10 @@ class PabeeForSequenceClassification(nn.Module):
         return model.eval()
 
 
-def _argmax_of_row(logits: torch.Tensor) -> int:
-    """argmax of a (1,C) tensor as a Python int, as ``torch.argmax`` picks it (the first maximum; NaN counts as the
-    maximum). One ``tolist`` instead of an argmax kernel and an ``int`` conversion: at batch size 1 this runs after
-    every layer."""
-    row = logits.tolist()[0]
-    best = 0
-    for j in range(1, len(row)):
-        value = row[j]
-        if value > row[best] or (value != value and row[best] == row[best]):  # NaN beats any number
-            best = j
-        if row[best] != row[best]:
-            break  # the first NaN is the answer
-    return best
+def gather_exit_logits(all_logits: torch.Tensor, exit_layers: torch.Tensor) -> torch.Tensor:
+    """Pick each row's logits at its exit layer. all_logits (L, batch, C), exit_layers (batch,) in 1..L -> (batch, C)."""
+    rows = torch.arange(all_logits.size(1), device=all_logits.device)
+    return all_logits[exit_layers - 1, rows]
 
 
 def _first_attr(config, names, default):
@@ -560,30 +457,3 @@ def _masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> t
         return hidden.mean(dim=1)
     weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B,S,1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
-
-
-def _trim_trailing_padding(input_ids, attention_mask, token_type_ids):
-    """Drop columns on the right that are padding in every row (right-padded batches). (B,S) -> (B,S')."""
-    keep = _needed_length(attention_mask)
-    if keep == input_ids.size(1):
-        return input_ids, attention_mask, token_type_ids
-    if token_type_ids is not None:
-        token_type_ids = token_type_ids[:, :keep]
-    return input_ids[:, :keep], attention_mask[:, :keep], token_type_ids
-
-
-def _trim_trailing_columns(hidden, attention_mask):
-    """Same as ``_trim_trailing_padding`` for hidden states (B,S,H) after rows left the batch."""
-    keep = _needed_length(attention_mask)
-    if keep == hidden.size(1):
-        return hidden, attention_mask
-    return hidden[:, :keep], attention_mask[:, :keep]
-
-
-def _needed_length(attention_mask: torch.Tensor) -> int:
-    """1 + the last column that some row attends to (at least 1)."""
-    if bool(attention_mask[:, -1].any()):
-        return attention_mask.size(1)
-    used = attention_mask.bool().any(dim=0)  # (S,)
-    nonzero = used.nonzero()
-    return max(int(nonzero[-1]) + 1, 1) if nonzero.numel() else attention_mask.size(1)
