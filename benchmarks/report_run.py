@@ -18,8 +18,9 @@ from pathlib import Path
 
 import torch
 
-from pabee.config import atomic_write_text, is_pabee_folder
+from pabee.config import is_pabee_folder
 from pabee.evaluate import RESULTS_NAME
+from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
 
 from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec, shard_of

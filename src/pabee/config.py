@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .files import atomic_write_text
 from .losses import LOSS_WEIGHTINGS
 from .policy import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
 
@@ -149,10 +150,3 @@ def weights_digest(folder: str | os.PathLike) -> str | None:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
