@@ -67,3 +67,10 @@ def flag_notes(records: Sequence[EvalRecord]) -> list[str]:
             advice += "; one timing round shows no spread: --timing_rounds 3 measures it"
         notes.append(advice)
     return notes
+
+
+def format_group(group) -> str:
+    """One evaluation's heading and table: ``group`` is a :class:`pabee.runner.ResultGroup` (task, split,
+    checkpoint, batch size and its records)."""
+    heading = f"{group.task} {group.split} | checkpoint {group.checkpoint} | batch size {group.batch_size}"
+    return f"\n{heading}\n{format_table(group.records)}"
