@@ -62,7 +62,7 @@ def test_four_concurrent_writers_keep_all_100_records(tmp_path):
     saved = json.loads((tmp_path / "eval_results.json").read_text())
     assert sorted((r["checkpoint"], r["exit_value"]) for r in saved) == sorted(
         (f"w{w}", i) for w in range(4) for i in range(25))
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]  # the atomic writes left no temporary file
 
 
 @pytest.mark.parametrize(

@@ -171,9 +171,10 @@ def settings_from_args(args: argparse.Namespace, do_train: bool | None = None, d
 
 def _execute(settings, prog: str) -> int:
     from .runner import run
+    from .tables import format_group
 
     try:
-        run(settings)
+        result = run(settings, on_result=lambda group: print(format_group(group), flush=True))
     except (ValueError, OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
@@ -181,7 +182,18 @@ def _execute(settings, prog: str) -> int:
     except KeyboardInterrupt as err:
         print(f"{prog}: {interrupt_message(err, settings)}", file=sys.stderr)
         return 130
+    print_written(result)
     return 0
+
+
+def print_written(result) -> None:
+    """The files a run wrote (a :class:`pabee.runner.RunResult`): records file, plots, prediction files."""
+    if result.results_file is not None:
+        print(f"\nresults: {result.results_file}")
+    for plot in result.plots:
+        print(f"plot: {plot}")
+    for split, rule, path in result.predictions:
+        print(f"predictions ({split}, {rule}): {path}")
 
 
 def interrupt_message(err: KeyboardInterrupt, settings) -> str:

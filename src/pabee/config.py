@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import numbers
@@ -12,7 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .exit_rules import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
+from .files import atomic_write_text
 from .losses import LOSS_WEIGHTINGS
+from .model_files import sentence_transformers_pooling as sentence_transformers_pooling  # re-exported
+from .model_files import weights_digest as weights_digest  # re-exported: the old home
 
 logger = logging.getLogger(__name__)
 
@@ -92,67 +94,6 @@ class PabeeConfig:
             raise ValueError(f"{path}: {err}") from None
 
 
-def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:
-    """The pooling a local sentence-transformers folder was trained with ("mean" or "cls"), or None.
-
-    sentence-transformers writes its pooling module's settings to ``<pooling module>/config.json``, the module
-    being listed in ``modules.json``; other folders (and hub ids) give None.
-    """
-    folder = Path(path)
-    try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    for module in modules if isinstance(modules, list) else []:
-        if not isinstance(module, dict) or not str(module.get("type", "")).endswith("Pooling"):
-            continue
-        try:
-            settings = json.loads((folder / str(module.get("path", "")) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        if settings.get("pooling_mode_mean_tokens"):
-            return "mean"
-        if settings.get("pooling_mode_cls_token"):
-            return "cls"
-    return None
-
-
 def is_pabee_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by ``PabeeForSequenceClassification.save_pretrained``."""
     return (Path(path) / PABEE_CONFIG_NAME).is_file()
-
-
-def weights_digest(folder: str | os.PathLike) -> str | None:
-    """sha256 over a saved model: its weight files (``*.safetensors``, ``*.bin``), ``config.json`` and
-    ``pabee_config.json``, in name order. Two folders with equal digests hold the same model. A safetensors
-    header is hashed in canonical form (its JSON with sorted keys), since the writer's order of the metadata
-    entries varies from save to save. None when the folder has no weight file."""
-    root = Path(folder)
-    weights = sorted(p for p in root.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin")
-                     and not p.name.startswith(".") and p.name != "training_args.bin")
-    if not weights:
-        return None
-    digest = hashlib.sha256()
-    for path in [*weights, root / "config.json", root / PABEE_CONFIG_NAME]:
-        size = path.stat().st_size if path.is_file() else -1
-        digest.update(f"{path.name}:{size}\0".encode())
-        if size < 0:
-            continue
-        with path.open("rb") as f:
-            if path.suffix == ".safetensors":
-                header_size = int.from_bytes(f.read(8), "little")
-                try:
-                    header = json.loads(f.read(header_size).decode("utf-8"))
-                except ValueError:  # not a safetensors file: no digest, so it is never taken for another
-                    return None
-                digest.update(json.dumps(header, sort_keys=True).encode() + b"\0")
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

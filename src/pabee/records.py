@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock, Timeout
+
+from .files import atomic_write_text
 
 if TYPE_CHECKING:
     from .evaluate import EvalRecord
@@ -93,7 +94,7 @@ class RecordStore:
             existing = self._read_unlocked()
             new_keys = {record_key(r) for r in new}
             merged = [r for r in existing if record_key(r) not in new_keys] + new
-            _atomic_write(self.path, json.dumps(merged, indent=2) + "\n")
+            atomic_write_text(self.path, json.dumps(merged, indent=2) + "\n")
         return self.path
 
     @contextmanager
@@ -146,19 +147,6 @@ def _json_kind(value: Any) -> str:
     return {dict: "object", list: "list", str: "string", bool: "boolean", type(None): "null"}.get(
         type(value), "number"
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):  # interrupted before the rename: leave no temporary file behind
-            os.unlink(tmp)
 
 
 def _as_dict(record: EvalRecord | dict) -> dict:
@@ -286,22 +274,3 @@ def add_timing_spread(records: Sequence[EvalRecord]) -> None:
         spread = relative_spread(per_round)
         record.extra["wall_speedup_spread"] = None if spread is None else round(spread, 4)
         record.extra["wall_flags"] = wall_flags(record)
-
-
-def flag_notes(records: Sequence[EvalRecord]) -> list[str]:
-    """Footnote lines for a table whose "wall x" cells carry a ``!``: one per flagged record, then advice."""
-    from .evaluate import _rule_name
-
-    notes = []
-    single_round = False
-    for r in records:
-        flags = wall_flags(r)
-        if flags:
-            notes.append(f"! {r.checkpoint} {r.split} {_rule_name(r)} bs {r.batch_size}: wall x {'; '.join(flags)}")
-            single_round = single_round or len(r.extra.get("eval_seconds_rounds") or []) < 2
-    if notes:
-        advice = "  wall-clock figures marked ! are unreliable (a busy machine?): re-measure on an idle machine"
-        if single_round:
-            advice += "; one timing round shows no spread: --timing_rounds 3 measures it"
-        notes.append(advice)
-    return notes

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from .config import atomic_write_text
+from .files import atomic_write_text
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)

