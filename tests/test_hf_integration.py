@@ -15,9 +15,10 @@ from run_fixtures import save_tiny_run
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from pabee.hf import PabeeTransformersConfig, read_backbone_config
-from pabee.model_checks import read_model_labels
+from pabee.model_checks import model_max_seq_length, read_model_labels
 from pabee.modeling import PabeeForSequenceClassification
 from pabee.run_folder import saved_run_identity
+from pabee.runner import _check_model_type
 
 TEXTS = ["the cat sat on the mat.", "bad plot, slow and sad!", "fun fun fun film", "the movie is not good",
          "a man is happy"]
@@ -55,6 +56,12 @@ def test_saved_config_is_a_registered_pabee_config(run):
     assert backbone.id2label == {0: "sad", 1: "happy", 2: "meh"} and backbone.label2id["meh"] == 2
     assert read_model_labels(run).names == ("sad", "happy", "meh")
     assert saved_run_identity(run)["model_type"] == "bert"
+    assert read_backbone_config(run).max_position_embeddings == 64
+    with pytest.warns(UserWarning, match="max_position_embeddings=64"):  # read from the nested backbone config
+        assert model_max_seq_length(128, str(run)) == 64
+    _check_model_type("bert", str(run), None)  # --model_type bert matches a saved bert-based pabee folder
+    with pytest.raises(ValueError, match="does not match"):
+        _check_model_type("roberta", str(run), None)
 
 
 def test_auto_model_loads_the_pabee_model(run):
@@ -168,3 +175,23 @@ def test_save_pretrained_with_push_to_hub(run, fake_hub, tmp_path):
     model.save_pretrained(tmp_path / "local", push_to_hub=True, repo_id="mine", max_shard_size="1GB")
     assert (tmp_path / "local" / "model.safetensors").is_file()
     assert fake_hub.repos == ["mine"] and (fake_hub.into / "model.safetensors").is_file()
+
+
+def _as_hub_cache(files: Path, cache: Path, repo_id: str) -> None:
+    """Put ``files`` into a Hugging Face cache as the main revision of ``repo_id`` (what a download leaves)."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(files, repo / "snapshots" / commit)
+
+
+def test_a_pushed_model_loads_back_by_hub_id(run, fake_hub, tmp_path):
+    model = PabeeForSequenceClassification.from_pretrained(run)
+    model.push_to_hub("tiny-pabee")
+    _as_hub_cache(fake_hub.into, tmp_path / "cache", "user/tiny-pabee")
+    for loader in (PabeeForSequenceClassification, AutoModelForSequenceClassification):
+        again = loader.from_pretrained("user/tiny-pabee", cache_dir=str(tmp_path / "cache"))
+        assert isinstance(again, PabeeForSequenceClassification) and again.pabee_config.patience == 2
+        for key, value in model.state_dict().items():
+            assert torch.equal(again.state_dict()[key], value), key

@@ -16,6 +16,7 @@ Folders saved before this format (``config.json`` = the backbone's own config) k
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
@@ -23,6 +24,8 @@ from transformers.configuration_utils import SubConfigSpec
 MODEL_TYPE = "pabee"
 ARCHITECTURE = "PabeeForSequenceClassification"
 _LABEL_KEYS = ("id2label", "label2id", "problem_type")
+# what a saved pabee model is made of (config.json, pabee_config.json, weights; tokenizer files beside them)
+SAVED_FILES = ["*.json", "*.safetensors", "*.txt", "*.model"]
 
 
 class PabeeTransformersConfig(PreTrainedConfig):
@@ -62,6 +65,18 @@ def read_backbone_config(source: str | os.PathLike, **kwargs) -> PreTrainedConfi
     register_config()
     config = AutoConfig.from_pretrained(source, **kwargs)
     return config.backbone_config() if isinstance(config, PabeeTransformersConfig) else config
+
+
+def download_saved_model(repo_id: str, kwargs: dict) -> Path:
+    """The local snapshot of a pabee model saved on the hub (from the Hugging Face cache when offline).
+
+    ``kwargs``: ``revision``, ``cache_dir``, ``local_files_only``, ``token`` are used. Raises OSError when the
+    files cannot be had.
+    """
+    from huggingface_hub import snapshot_download
+
+    options = {k: kwargs[k] for k in ("revision", "cache_dir", "local_files_only", "token") if kwargs.get(k)}
+    return Path(snapshot_download(repo_id, allow_patterns=SAVED_FILES, **options))
 
 
 def register_config() -> None:

@@ -28,7 +28,7 @@ from .exit_rules import (
     patience_rule,
     to_exit_rule,
 )
-from .hf import PabeeTransformersConfig, read_backbone_config, register_auto_classes
+from .hf import PabeeTransformersConfig, download_saved_model, read_backbone_config, register_auto_classes
 from .loading import check_weights, load_backbone, read_weights, resolve_model_source
 from .losses import layer_loss_weights, weighted_layer_loss
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
@@ -392,6 +392,12 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
 
         label_kwargs = _label_kwargs(num_labels, id2label, label2id)
         config = _load_config(name_or_path, label_kwargs, backbone_kwargs)
+        if isinstance(config, PabeeTransformersConfig):  # a saved pabee model on the hub (e.g. via push_to_hub)
+            try:
+                folder = download_saved_model(name_or_path, backbone_kwargs)
+            except OSError as err:
+                raise OSError(_load_error(name_or_path, err)) from None
+            return cls._load_saved(folder, num_labels, id2label, label2id, overrides, backbone_kwargs)
         get_driver(config.model_type)  # fail before loading any weights
         try:
             backbone = load_backbone(name_or_path, config, backbone_kwargs)
