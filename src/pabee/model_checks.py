@@ -70,9 +70,9 @@ class ModelLabels:
 
 def read_model_labels(path) -> ModelLabels:
     """The labels saved in ``path/config.json`` (no weights are loaded)."""
-    from transformers import AutoConfig
+    from .hf import read_backbone_config
 
-    return ModelLabels.from_config(AutoConfig.from_pretrained(path), str(path))
+    return ModelLabels.from_config(read_backbone_config(path), str(path))
 
 
 def custom_data_labels(
@@ -173,10 +173,10 @@ def cap_max_seq_length(requested: int, config, tokenizer=None, source: str = "th
 
 def model_max_seq_length(requested: int, source: str, tokenizer=None, cache_dir: str | None = None) -> int:
     """:func:`cap_max_seq_length` for the model at ``source`` (its config is read; no weights are loaded)."""
-    from transformers import AutoConfig
+    from .hf import read_backbone_config
 
     try:
-        config = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
+        config = read_backbone_config(source, cache_dir=cache_dir)
     except (OSError, ValueError):
         return requested  # the model loader reports an unreadable checkpoint with its own message
     return cap_max_seq_length(requested, config, tokenizer, f"the model at {source}")

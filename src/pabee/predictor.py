@@ -141,12 +141,11 @@ def load_backend(folder: str | os.PathLike, backend: str = "torch") -> tuple[Bac
 
 def _folder_info(folder: str | os.PathLike) -> ModelInfo:
     """ModelInfo read from a saved folder's config.json and pabee_config.json (for backends without torch)."""
-    from transformers import AutoConfig
-
     from .backbones import get_driver
     from .config import PabeeConfig
+    from .hf import read_backbone_config
 
-    config = AutoConfig.from_pretrained(folder)
+    config = read_backbone_config(folder)
     return ModelInfo.of(config, PabeeConfig.load(folder), get_driver(config.model_type).num_layers(config))
 
 

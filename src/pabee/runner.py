@@ -165,8 +165,6 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
     ``on_result`` is called with each :class:`ResultGroup` as soon as it is measured (and stored), so a caller can
     show progress during a long sweep. Returns a :class:`RunResult`.
     """
-    from transformers import AutoConfig
-
     from .modeling import PabeeForSequenceClassification
 
     if not (settings.do_train or settings.do_eval or settings.do_predict):
@@ -201,7 +199,7 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
     if settings.model_type is not None:
-        _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
+        _check_model_type(settings.model_type, source, settings.cache_dir)
     tokenizer = load_tokenizer(
         settings.tokenizer_name or source, cache_dir=settings.cache_dir, do_lower_case=settings.do_lower_case
     )
@@ -388,11 +386,13 @@ def _same_model(a: str, b: str) -> bool:
     return digest is not None and digest == weights_digest(b)
 
 
-def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> None:
+def _check_model_type(model_type: str, source: str, cache_dir) -> None:
+    from .hf import read_backbone_config
+
     if model_type not in supported_model_types():
         raise ValueError(f"unsupported --model_type {model_type!r}: pabee supports {', '.join(supported_model_types())}")
     try:
-        actual = auto_config.from_pretrained(source, cache_dir=cache_dir).model_type
+        actual = read_backbone_config(source, cache_dir=cache_dir).model_type
     except OSError:
         return  # the model loader reports unreachable checkpoints with its own message
     if actual != model_type:
