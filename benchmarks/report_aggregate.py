@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pabee.runner import RunSettings, load_task_data
+from pabee.settings import default_of
 from pabee.tasks import TaskSpec, get_task
 from pabee.timing import mean_std
 from pabee.train import CLASSIFIER_LR_RATIO
@@ -277,7 +278,7 @@ def hyper_parameters(config: ReportConfig, model: str) -> dict:
         hyper.pop(key)
     classifier_lr = hyper["classifier_learning_rate"] or CLASSIFIER_LR_RATIO * hyper["learning_rate"]
     hyper["classifier_learning_rate"] = classifier_lr
-    hyper["max_seq_length"] = RunSettings(output_dir="").max_seq_length
+    hyper["max_seq_length"] = default_of(RunSettings, "max_seq_length")
     hyper["max_train_samples"] = config.hyper[model].max_train_samples
     runs = {t.name for t in config.tasks.get(model, [])}  # only the overrides of tasks this model trains on
     hyper["task_epochs"] = {get_task(name).folder: e for name, e in config.hyper[model].task_epochs.items()

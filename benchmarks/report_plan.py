@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pabee.exit_rules import ExitRule
+from pabee.settings import TrainSettings, default_of
 from pabee.tasks import TaskSpec
-from pabee.train import TrainSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "benchmarks/report.py"
@@ -23,18 +23,19 @@ QUICK_TASKS = ("RTE",)
 MULTI_SEED_TASKS = ("rte", "mrpc", "sts-b")  # TaskSpec.name of the tasks that get several seeds by default
 MULTI_SEEDS, ONE_SEED = (42, 43, 44), (42,)
 # Training hyper-parameters per model for the full report (a flag, for every model or MODEL=VALUE, overrides them).
-# max_train_samples None: every training example.
+# max_train_samples None: every training example. The learning rate and batch size are pabee's own defaults.
+_LR, _BATCH = default_of(TrainSettings, "learning_rate"), default_of(TrainSettings, "per_device_train_batch_size")
 MODEL_DEFAULTS = {
-    "minilm": {"epochs": 5.0, "learning_rate": 5e-5, "max_train_samples": None, "batch_size": 32,
+    "minilm": {"epochs": 5.0, "learning_rate": _LR, "max_train_samples": None, "batch_size": _BATCH,
                "precision": "fp32", "max_eval_samples": None},
     # MPNet-base is about 6x MiniLM's cost per token on the CPU and its dev evaluation sweeps 39 exit rules at two
     # batch sizes: to fit a 2-core CPU it trains 2 epochs on the first 2000 training examples (bf16 autocast halves
     # the training time) and is evaluated on the first 200 dev examples; the report states both subsets.
-    "mpnet": {"epochs": 2.0, "learning_rate": 5e-5, "max_train_samples": 2000, "batch_size": 32,
+    "mpnet": {"epochs": 2.0, "learning_rate": _LR, "max_train_samples": 2000, "batch_size": _BATCH,
               "precision": "bf16", "max_eval_samples": 200},
 }
 # --quick: the same for every model, and fewer dev examples and timing rounds
-QUICK = {"epochs": 1.0, "learning_rate": 5e-5, "max_train_samples": 200, "batch_size": 32, "precision": "fp32",
+QUICK = {"epochs": 1.0, "learning_rate": _LR, "max_train_samples": 200, "batch_size": _BATCH, "precision": "fp32",
          "max_eval_samples": 100, "timing_rounds": 1}
 TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
 MAX_SEEDS = {"minilm": None, "mpnet": 1}  # full report: how many of each task's seeds a model runs (None: all)

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from pathlib import Path, PurePath
 
 import jinja2
 
-from pabee.config import atomic_write_text
 from pabee.evaluate import INTERLEAVE_EXAMPLES
+from pabee.files import atomic_path, atomic_write_text
 
 from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, OTHER_KINDS, SCRIPT
 
@@ -178,10 +177,11 @@ def plot_task(s: dict, path: Path, batch_size: int) -> Path | None:
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return path
 
 

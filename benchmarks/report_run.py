@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
-from pabee.config import atomic_write_text, is_pabee_folder
+from pabee.config import is_pabee_folder
 from pabee.evaluate import RESULTS_NAME
+from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
+from pabee.tables import format_group
 
 from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
@@ -102,11 +104,12 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSetting
 
 
 def run_logged(settings: RunSettings, folder: Path) -> float:
-    """pabee.runner.run with its printed output appended to the folder's run.log; -> seconds taken. (The records
-    are read back from the folder's eval_results.json afterwards: see :func:`final_records`.)"""
+    """pabee.runner.run with each result table (and the Trainer's printed logs) appended to the folder's run.log;
+    -> seconds taken. (The records are read back from the folder's eval_results.json afterwards, with those of
+    earlier evaluations: see :func:`final_records`.)"""
     start = time.perf_counter()
     with open(folder / "run.log", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log):
-        run(settings)
+        run(settings, on_result=lambda group: print(format_group(group), file=log, flush=True))
     return time.perf_counter() - start
 
 

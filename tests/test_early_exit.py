@@ -189,6 +189,20 @@ def test_static_depth_runs_k_layers_and_classifies_once():
         assert exits.tolist() == [depth] * 5 and np.array_equal(logits, all_logits[depth - 1])
 
 
+@pytest.mark.parametrize("rule", [FixedLayerRule(1), FixedLayerRule(3), FixedLayerRule(6), FixedLayerRule(9),
+                                  PatienceRule(0)])
+def test_static_rules_step_as_their_shortcut_decides(rule):
+    """Without the static shortcut, the rule's own per-layer step lets every row out at the same depth."""
+    stepped = type(rule).__new__(type(rule))
+    stepped.__dict__.update(vars(rule))
+    stepped.static_depth = lambda num_layers: None
+    all_logits = random_logits(seed=8, batch=7)
+    shortcut = run_early_exit(ReplayBackend(all_logits), rule, np.arange(7), 7)
+    by_step = run_early_exit(ReplayBackend(all_logits), stepped, np.arange(7), 7)
+    assert by_step[1].tolist() == shortcut[1].tolist() == [rule.static_depth(6)] * 7
+    assert np.array_equal(by_step[0], shortcut[0])
+
+
 def test_a_new_rule_plugs_into_the_loop():
     # first layer that lets the row out, else the last: was first_exit_layers
     reached = np.array([[False, True, False], [True, True, False], [False, False, False]])

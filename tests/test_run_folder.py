@@ -7,7 +7,7 @@ from fixtures import save_tiny_bert, write_glue_task
 
 from pabee.cli import main
 from pabee.run_folder import check_same_run, move_previous_run
-from pabee.train import PabeeTrainer, check_output_dir
+from pabee.train import AtomicCheckpoints, PabeeTrainer, check_output_dir, rotate_checkpoints
 
 QUIET = ["--disable_tqdm"]
 
@@ -40,13 +40,13 @@ def test_overwrite_then_interrupt_then_resume_continues_the_new_run(tiny_bert, g
     assert main(train_args(tiny_bert, glue_root, out, "RTE", "--max_steps", "6")) == 0
     assert steps(out) == [2, 4, 6]
 
-    original = PabeeTrainer._save_checkpoint
+    original = AtomicCheckpoints.on_save
 
-    def save_then_interrupt(self, model, trial):  # Ctrl-C right after the new run's first checkpoint
-        original(self, model, trial)
+    def save_then_interrupt(self, *args, **kwargs):  # Ctrl-C right after the new run's first checkpoint
+        original(self, *args, **kwargs)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(PabeeTrainer, "_save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(AtomicCheckpoints, "on_save", save_then_interrupt)
     assert main(train_args(tiny_bert, glue_root, out, "SST-2", "--max_steps", "4", "--overwrite_output_dir")) == 130
     monkeypatch.undo()
 
@@ -66,7 +66,8 @@ def test_overwrite_then_interrupt_then_resume_continues_the_new_run(tiny_bert, g
     assert main(["eval", "--model_name_or_path", str(out), "--task_name", "SST-2", "--data_dir", str(glue_root),
                  "--eval_all_checkpoints", *QUIET]) == 0
     records = json.loads((out / "eval_results.json").read_text())
-    assert sorted({r["checkpoint"] for r in records}) == ["checkpoint-2", "checkpoint-4", "final"]
+    # checkpoint-4 holds the final weights: evaluated once, as "final"
+    assert sorted({r["checkpoint"] for r in records}) == ["checkpoint-2", "final"]
 
     # a second overwrite moves this run aside too, beside (not into) the first
     assert main(train_args(tiny_bert, glue_root, out, "SST-2", "--max_steps", "1", "--overwrite_output_dir")) == 0
@@ -128,3 +129,30 @@ def test_move_previous_run_keeps_earlier_moves_apart_and_says_where(tmp_path, ca
     assert str(target) in caplog.text
     assert move_previous_run(tmp_path) is None  # nothing left to move
     assert move_previous_run(tmp_path / "missing") is None
+
+
+def test_an_interrupted_checkpoint_save_leaves_no_torn_checkpoint(tiny_bert, glue_root, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    original = PabeeTrainer.save_model
+
+    def save_half_then_interrupt(self, output_dir=None, _internal_call=False):  # Ctrl-C in checkpoint-4's save
+        original(self, output_dir, _internal_call)
+        if output_dir is not None and output_dir.endswith("checkpoint-4"):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(PabeeTrainer, "save_model", save_half_then_interrupt)
+    assert main(train_args(tiny_bert, glue_root, out, "RTE", "--max_steps", "6")) == 130
+    monkeypatch.undo()
+    assert steps(out) == [2]  # checkpoint-4 stayed in the staging folder, never in the run folder
+    assert (out / ".staging" / "checkpoint-4").is_dir()
+    assert main(train_args(tiny_bert, glue_root, out, "RTE", "--max_steps", "6", "--resume_from_checkpoint")) == 0
+    assert steps(out) == [2, 4, 6] and not (out / ".staging").exists()
+
+
+def test_rotate_checkpoints_keeps_the_newest_by_step(tmp_path):
+    for step in (2, 10, 4, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    (tmp_path / "checkpoint-best").mkdir()  # not a step: never touched
+    deleted = rotate_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in deleted) == ["checkpoint-2", "checkpoint-4"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-30", "checkpoint-best"]

@@ -8,13 +8,18 @@ same order and with the same arguments as the backbone's ``forward`` does.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 Tensor = torch.Tensor
+
+
+def _absolute_positions(config: object) -> int | None:
+    """Position ids 0..S-1: every row of the position table is one input position."""
+    return getattr(config, "max_position_embeddings", None)
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class BackboneDriver:
     layer_extra(backbone, hidden (B,S,H)) -> extra per-forward input shared by every layer (MPNet's relative
         position bias (1, heads, S, S)), or None
     pool(backbone, hidden (B,S,H)) -> (B,H), or None when the architecture has no pooler (pabee adds its own)
+    max_positions(config) -> the longest input (tokens, special tokens included) the position table takes, or None
+        when the config does not say
     """
 
     embed: Callable[[nn.Module, Tensor, Tensor | None], Tensor]
@@ -37,6 +44,7 @@ class BackboneDriver:
     pooler: Callable[[nn.Module], Callable[[Tensor], Tensor] | None]
     layer_extra: Callable[[nn.Module, Tensor], Tensor | None] = lambda backbone, hidden: None
     uses_token_type_ids: bool = True
+    max_positions: Callable[[object], int | None] = _absolute_positions
 
     def prepare_mask(self, backbone: nn.Module, hidden: Tensor, attention_mask: Tensor | None) -> Tensor | None:
         """The mask the layers expect (format depends on the attention implementation), from a (B,S) 0/1 mask.
@@ -54,6 +62,17 @@ def trim_layer_extra(extra: Tensor | None, seq_len: int) -> Tensor | None:
     if extra is None or extra.size(-1) == seq_len:
         return extra
     return extra[..., :seq_len, :seq_len]
+
+
+def _positions_after_padding_idx(padding_idx: Callable[[object], int]) -> Callable[[object], int | None]:
+    """Position ids padding_idx+1..padding_idx+S (RoBERTa, XLM-R, MPNet): the first padding_idx+1 rows of the
+    position table are never an input position (514 positions, padding_idx 1: inputs of up to 512 tokens)."""
+
+    def limit(config: object) -> int | None:
+        size = _absolute_positions(config)
+        return None if size is None else size - padding_idx(config) - 1
+
+    return limit
 
 
 # --- BERT family: BERT, RoBERTa, ELECTRA (same encoder layout: embeddings -> encoder.layer[i] -> pooler) ---------
@@ -88,6 +107,8 @@ def _own_pooler(backbone: nn.Module) -> Callable[[Tensor], Tensor] | None:
 _BERT = BackboneDriver(
     embed=_bert_embed, layers=_encoder_layers, run_layer=_call_layer, num_layers=_hidden_layers, pooler=_own_pooler
 )
+# RobertaEmbeddings numbers positions from config.pad_token_id + 1
+_ROBERTA = replace(_BERT, max_positions=_positions_after_padding_idx(lambda config: config.pad_token_id or 0))
 _ELECTRA = BackboneDriver(
     embed=_electra_embed, layers=_encoder_layers, run_layer=_call_layer, num_layers=_hidden_layers, pooler=lambda b: None
 )
@@ -143,6 +164,7 @@ _MPNET = BackboneDriver(
     pooler=_own_pooler,
     layer_extra=_mpnet_position_bias,
     uses_token_type_ids=False,
+    max_positions=_positions_after_padding_idx(lambda config: 1),  # MPNetEmbeddings fixes padding_idx at 1
 )
 
 # --- DistilBERT: embeddings -> transformer.layer[i]; no pooler -------------------------------------------------
@@ -163,8 +185,8 @@ _DISTILBERT = BackboneDriver(
 
 DRIVERS: dict[str, BackboneDriver] = {
     "bert": _BERT,
-    "roberta": _BERT,
-    "xlm-roberta": _BERT,
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
     "electra": _ELECTRA,
     "albert": _ALBERT,
     "mpnet": _MPNET,

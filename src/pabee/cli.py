@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 import warnings
 from typing import TYPE_CHECKING
+
+from .cli_args import add_settings_arguments, flag_spellings, typed_values
+from .settings import SEED, ReferenceScriptOnly, RunSettings, TrainSettings, comma_ints
 
 if TYPE_CHECKING:
     from .exit_rules import ExitRule
@@ -27,20 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_int_list(text: str, name: str) -> list[int]:
     """"3,4,5" -> [3, 4, 5]; a clear argparse error otherwise."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip() != ""]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
-    if not values:
-        raise argparse.ArgumentTypeError(f"{name} is empty")
-    return values
-
-
-def _patience_list(text: str) -> list[int]:
-    values = parse_int_list(text, "--patience")
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"--patience values must be >= 0, got {text!r}")
-    return values
+    return comma_ints(name)(text)
 
 
 # the exit rule kinds, as in pabee.exit_rules.EXIT_RULE_KINDS (not imported here: argument parsing stays torch-free)
@@ -68,13 +59,6 @@ def _number_list(text: str) -> list[float]:
     return values
 
 
-def _batch_sizes(text: str) -> list[int]:
-    values = parse_int_list(text, "eval batch size")
-    if any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"eval batch sizes must be >= 1, got {text!r}")
-    return values
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -85,28 +69,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _threshold(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--regression_threshold must be a number, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"--regression_threshold must be a finite number >= 0, got {text!r}")
-    return value
-
-
-def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
-    """Arguments shared by the seed script and the pabee subcommands."""
-    p.add_argument("--model_name_or_path", default=None, help="encoder checkpoint (folder or hub id) or pabee folder")
-    p.add_argument("--model_type", default=None, help="architecture check: bert, albert, mpnet, roberta, ...")
-    p.add_argument("--tokenizer_name", default=None)
-    p.add_argument("--cache_dir", default=None)
-    p.add_argument("--task_name", default=None, help="GLUE task: CoLA, SST-2, MRPC, STS-B, QQP, MNLI, QNLI, RTE, WNLI")
-    p.add_argument("--data_dir", default=None, help="the task's GLUE folder (default: $GLUE_DIR/<task>)")
-    p.add_argument("--output_dir", required=seed, default=None)
-    p.add_argument("--max_seq_length", type=int, default=128)
-    p.add_argument("--do_lower_case", action="store_true")
-    p.add_argument("--patience", type=_patience_list, default=None,
+def _add_exit_rule_arguments(p: argparse.ArgumentParser) -> None:
+    """The command-line spellings of ``RunSettings.exit_rules`` (turned into it by :func:`exit_rules_from_args`)."""
+    p.add_argument("--patience", type=comma_ints("--patience"), default=None,
                    help="comma-separated, e.g. 3,4,5 (0 = full depth, the default)")
     p.add_argument("--exit_rule", choices=EXIT_RULE_CHOICES, default="patience",
                    help="the early-exit rule: patience (PABEE), entropy (exit when the prediction entropy, in nats, "
@@ -114,77 +79,21 @@ def _add_common(p: argparse.ArgumentParser, *, seed: bool) -> None:
                         "example runs value layers); full depth is always evaluated as the baseline")
     p.add_argument("--exit_values", type=_number_list, default=None,
                    help="comma-separated values of --exit_rule, e.g. --exit_rule entropy --exit_values 0.05,0.1,0.3")
-    p.add_argument("--regression_threshold", type=_threshold, default=None)
-    p.add_argument("--learning_rate", type=float, default=None)
-    p.add_argument("--weight_decay", type=float, default=0.0)
-    p.add_argument("--adam_epsilon", type=float, default=1e-8)
-    p.add_argument("--max_grad_norm", type=float, default=1.0)
-    p.add_argument("--num_train_epochs", type=float, default=None)
-    p.add_argument("--max_steps", type=int, default=-1)
-    p.add_argument("--warmup_steps", type=float, default=None, help="steps, or a fraction of all steps if < 1")
-    p.add_argument("--warmup_ratio", type=float, default=None)
-    p.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    p.add_argument("--logging_steps", type=int, default=50)
-    p.add_argument("--save_steps", type=int, default=500)
-    p.add_argument("--save_total_limit", type=int, default=None)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--fp16", action="store_true")
-    p.add_argument("--bf16", action="store_true",
-                   help="bfloat16 mixed precision (CUDA GPUs with bf16, or CPUs with AVX512-BF16/AMX)")
-    p.add_argument("--train_sampling_strategy", choices=["group_by_length", "random"], default=None,
-                   help="group_by_length (default): batches of similar lengths, so dynamic padding adds few pad "
-                        "tokens (about 2x faster on RTE); random: plain shuffling")
-    p.add_argument("--group_by_length", dest="train_sampling_strategy", action="store_const",
-                   const="group_by_length", help="same as --train_sampling_strategy group_by_length")
-    p.add_argument("--no_cuda", "--use_cpu", dest="use_cpu", action="store_true")
-    p.add_argument("--overwrite_output_dir", action="store_true")
-    p.add_argument("--resume_from_checkpoint", nargs="?", const="last", default=None,
-                   help="continue from the last checkpoint in output_dir (or from the given one)")
-    p.add_argument("--evaluate_during_training", action="store_true")
-    p.add_argument("--eval_all_checkpoints", action="store_true")
-    p.add_argument("--per_device_train_batch_size", "--per_gpu_train_batch_size", dest="train_batch_size",
-                   type=int, default=None)
-    p.add_argument("--per_device_eval_batch_size", "--per_gpu_eval_batch_size", dest="eval_batch_sizes",
-                   type=_batch_sizes, default=None, help="one size or several, e.g. 1,32")
-    p.add_argument("--timing_rounds", type=_positive_int, default=1,
-                   help="timed passes over the dev set per batch size, the exit rules taking turns on blocks of "
-                        "consecutive batches; "
-                        "eval_seconds is their mean (more rounds: steadier wall-clock speed-ups)")
-    p.add_argument("--train_file", default=None, help="custom CSV/TSV/JSON Lines training file")
-    p.add_argument("--validation_file", default=None)
-    p.add_argument("--test_file", default=None)
-    p.add_argument("--text_columns", default="sentence", help="custom files: comma-separated text column(s)")
-    p.add_argument("--label_column", default="label")
-    p.add_argument("--label_list", default=None, help="custom files: comma-separated labels in id order")
-    p.add_argument("--regression", action="store_true", help="custom files: the label is a number")
-    p.add_argument("--max_train_samples", type=int, default=None)
-    p.add_argument("--max_eval_samples", type=int, default=None)
-    p.add_argument("--loss_weighting", choices=["linear", "uniform", "last"], default=None,
-                   help="linear: PABEE's i/sum(i) (default); uniform; last: plain fine-tuning of the last classifier")
-    p.add_argument("--pooling", choices=["cls", "mean"], default=None,
-                   help="what the internal classifiers read (default: the model's own sentence-transformers "
-                        "pooling if it declares one, else cls = the pooler on the first token)")
-    p.add_argument("--regression_head_init", choices=["zero", "mean"], default="zero",
-                   help="regression tasks trained from fresh heads: start every head's bias at 0 (default, as "
-                        "transformers does) or at the mean training label (helps short runs, see README)")
-    p.add_argument("--classifier_learning_rate", type=float, default=None,
-                   help="learning rate of the internal classifiers (default: 20 x --learning_rate)")
-    p.add_argument("--disable_tqdm", action="store_true")
+
+
+def _add_common(p: argparse.ArgumentParser, front: str) -> None:
+    """The flags of ``front`` ("seed", "train", "eval" or "predict"): generated from the settings dataclasses
+    (:mod:`pabee.settings`: defaults, help, aliases), plus the exit-rule spellings."""
+    add_settings_arguments(p, RunSettings, front)
+    _add_exit_rule_arguments(p)
+    add_settings_arguments(p, TrainSettings, front)
 
 
 def seed_parser() -> argparse.ArgumentParser:
     """The reference script's interface (run_glue_with_pabee.py)."""
     p = _Parser(prog="run_glue_with_pabee.py", description="PABEE fine-tuning and evaluation on GLUE")
-    _add_common(p, seed=True)
-    p.add_argument("--do_train", action="store_true")
-    p.add_argument("--do_eval", action="store_true")
-    p.add_argument("--do_predict", action="store_true")
-    p.add_argument("--overwrite_cache", action="store_true", help="accepted for compatibility (no cache is kept)")
-    p.add_argument("--config_name", default=None, help="accepted for compatibility")
-    p.add_argument("--fp16_opt_level", default="O1", help="accepted for compatibility (apex is not used)")
-    p.add_argument("--local_rank", type=int, default=-1, help="accepted for compatibility (use torchrun)")
-    p.add_argument("--server_ip", default="")
-    p.add_argument("--server_port", default="")
+    _add_common(p, SEED)
+    add_settings_arguments(p, ReferenceScriptOnly, SEED)
     return p
 
 
@@ -198,145 +107,130 @@ def pabee_parser() -> argparse.ArgumentParser:
                     "see pabee predict MODEL --help)"),
     ]:
         cmd = sub.add_parser(name, help=text, description=text)
-        _add_common(cmd, seed=False)
+        _add_common(cmd, name)
         if name == "train":
             cmd.add_argument("--no_eval", action="store_true", help="skip the evaluation after training")
-            cmd.add_argument("--do_predict", action="store_true")
-        if name == "eval":
-            cmd.add_argument("--do_predict", action="store_true")
-        if name in ("eval", "predict"):
-            _add_backend_arguments(cmd)
     # listed for --help only: main() hands "serve" to pabee.serving.cli before this parser runs
     sub.add_parser("serve", help="serve a saved model over HTTP (see pabee serve --help)", add_help=False)
     sub.add_parser("export", help="export a trained model to ONNX (see pabee export --help)", add_help=False)
     return p
 
 
-def _add_backend_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="torch, or onnx: run a folder written by pabee export on ONNX Runtime (records and tables "
-                        "name its checkpoints final@onnx / final@onnx-int8)")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="intra-op CPU threads of torch and ONNX Runtime (default: torch's default)")
-
-
-def exit_rules_from_args(args: argparse.Namespace) -> tuple[list[int], list[ExitRule] | None]:
-    """(patiences, exit rules or None) from --patience, --exit_rule and --exit_values; ValueError when they clash
-    or a value is invalid for its rule."""
-    from .exit_rules import ExitRule
-
+def exit_rules_from_args(args: argparse.Namespace) -> list[ExitRule] | None:
+    """``RunSettings.exit_rules`` from its spellings --patience, --exit_rule and --exit_values (None: none given,
+    the settings' default); ValueError naming the flag when they clash or a value is invalid for its rule."""
     if args.exit_rule == "patience":
         if args.exit_values is not None and args.patience is not None:
             raise ValueError("give the patiences with --patience or with --exit_values, not both")
-        values = args.exit_values if args.exit_values is not None else (args.patience or [0])
-        rules = [_rule(ExitRule, "patience", v) for v in values]
-        return [rule.value for rule in rules], None
+        if args.exit_values is not None:
+            return [_rule("--exit_values", "patience", v) for v in args.exit_values]
+        if args.patience is not None:
+            return [_rule("--patience", "patience", v) for v in args.patience]
+        return None
     if args.patience is not None:
         raise ValueError(
             f"--patience applies to --exit_rule patience; give the {args.exit_rule} values with --exit_values"
         )
     if args.exit_values is None:
         raise ValueError(f"--exit_rule {args.exit_rule} needs --exit_values (comma-separated, e.g. 0.1,0.3)")
-    return [0], [_rule(ExitRule, args.exit_rule, v) for v in args.exit_values]
+    return [_rule("--exit_values", args.exit_rule, v) for v in args.exit_values]
 
 
-def _rule(rule_type: type[ExitRule], kind: str, value: float) -> ExitRule:
+def _rule(flag: str, kind: str, value: float) -> ExitRule:
+    from .exit_rules import ExitRule
+
     try:
-        return rule_type(kind, value)
+        return ExitRule(kind, value)
     except ValueError as err:
-        raise ValueError(f"--exit_values: {err}") from None
+        raise ValueError(f"{flag}: {err}") from None
 
 
-def settings_from_args(args: argparse.Namespace, do_train: bool, do_eval: bool, do_predict: bool):
-    """Map parsed arguments to RunSettings (defaults that differ by front end are resolved here)."""
-    from .runner import RunSettings
-    from .train import TrainSettings
-
-    output_dir = args.output_dir
-    if output_dir is None:
-        task = (args.task_name or "custom").lower().replace("-", "")
-        output_dir = f"runs/{task}" if do_train else (args.model_name_or_path or f"runs/{task}")
-    patience, exit_rules = exit_rules_from_args(args)
-    warmup = args.warmup_ratio if args.warmup_ratio is not None else args.warmup_steps
-    train = None
-    if do_train:
-        train = TrainSettings(
-            output_dir=output_dir,
-            learning_rate=args.learning_rate if args.learning_rate is not None else 5e-5,
-            classifier_learning_rate=args.classifier_learning_rate,
-            num_train_epochs=args.num_train_epochs if args.num_train_epochs is not None else 3.0,
-            max_steps=args.max_steps,
-            per_device_train_batch_size=args.train_batch_size or 32,
-            per_device_eval_batch_size=max(args.eval_batch_sizes or [32]),
-            gradient_accumulation_steps=args.gradient_accumulation_steps,
-            weight_decay=args.weight_decay,
-            adam_epsilon=args.adam_epsilon,
-            max_grad_norm=args.max_grad_norm,
-            warmup_steps=warmup if warmup is not None else 0.1,
-            logging_steps=args.logging_steps,
-            save_steps=args.save_steps,
-            seed=args.seed,
-            fp16=args.fp16,
-            bf16=args.bf16,
-            train_sampling_strategy=args.train_sampling_strategy or "group_by_length",
-            use_cpu=args.use_cpu,
-            evaluate_during_training=args.evaluate_during_training,
-            resume_from_checkpoint=args.resume_from_checkpoint,
-            save_total_limit=args.save_total_limit,
-            disable_tqdm=True if args.disable_tqdm else None,
-        )
-    return RunSettings(
-        output_dir=output_dir,
-        task_name=args.task_name,
-        data_dir=args.data_dir,
-        model_name_or_path=args.model_name_or_path,
-        model_type=args.model_type,
-        tokenizer_name=args.tokenizer_name,
-        cache_dir=args.cache_dir,
-        train_file=args.train_file,
-        validation_file=args.validation_file,
-        test_file=args.test_file,
-        text_columns=tuple(c.strip() for c in args.text_columns.split(",") if c.strip()),
-        label_column=args.label_column or None,
-        label_list=tuple(x.strip() for x in args.label_list.split(",")) if args.label_list else None,
-        regression=args.regression,
-        do_train=do_train,
-        do_eval=do_eval,
-        do_predict=do_predict,
-        do_lower_case=args.do_lower_case,
-        max_seq_length=args.max_seq_length,
-        patience=patience,
-        exit_rules=exit_rules,
-        regression_threshold=args.regression_threshold,
-        eval_batch_sizes=args.eval_batch_sizes or [32],
-        timing_rounds=args.timing_rounds,
-        eval_all_checkpoints=args.eval_all_checkpoints,
-        overwrite_output_dir=args.overwrite_output_dir,
-        max_train_samples=args.max_train_samples,
-        max_eval_samples=args.max_eval_samples,
-        loss_weighting=args.loss_weighting,
-        pooling=args.pooling,
-        regression_head_init=args.regression_head_init,
-        progress=not args.disable_tqdm,
-        train=train,
-        backend=getattr(args, "backend", "torch"),
-        threads=getattr(args, "threads", None),
-    )
+def settings_from_args(args: argparse.Namespace, do_train: bool | None = None, do_eval: bool | None = None,
+                       do_predict: bool | None = None) -> RunSettings:
+    """Map parsed arguments onto RunSettings (and its TrainSettings when training). Only the values given on the
+    command line are passed: every other one is the dataclass default. ``do_*``: what the subcommand implies (None:
+    as the flags say)."""
+    values = typed_values(args, RunSettings)
+    values.update({k: v for k, v in [("do_train", do_train), ("do_eval", do_eval), ("do_predict", do_predict)]
+                   if v is not None})
+    training = bool(values.get("do_train"))
+    if values.get("output_dir") is None:
+        task = (values.get("task_name") or "custom").lower().replace("-", "")
+        values["output_dir"] = f"runs/{task}" if training else (values.get("model_name_or_path") or f"runs/{task}")
+    rules = exit_rules_from_args(args)
+    if rules is not None:
+        values["exit_rules"] = rules
+    train_values = typed_values(args, TrainSettings)
+    if train_values.get("disable_tqdm"):
+        values["progress"] = False
+    if training:
+        if "eval_batch_sizes" in values:  # evaluation during training uses the largest
+            train_values["per_device_eval_batch_size"] = max(values["eval_batch_sizes"])
+        values["train"] = TrainSettings(output_dir=values["output_dir"], **train_values)
+    return RunSettings(**values)
 
 
 def _execute(settings, prog: str) -> int:
     from .runner import run
+    from .tables import format_group
 
     try:
-        run(settings)
+        result = run(settings, on_result=lambda group: print(format_group(group), flush=True))
     except (ValueError, OSError) as err:
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"{prog}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; resume training with --resume_from_checkpoint", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"{prog}: {interrupt_message(err, settings)}", file=sys.stderr)
         return 130
+    print_written(result)
     return 0
+
+
+def print_written(result) -> None:
+    """The files a run wrote (a :class:`pabee.runner.RunResult`): records file, plots, prediction files."""
+    if result.results_file is not None:
+        print(f"\nresults: {result.results_file}")
+    for plot in result.plots:
+        print(f"plot: {plot}")
+    for split, rule, path in result.predictions:
+        print(f"predictions ({split}, {rule}): {path}")
+
+
+def interrupt_message(err: KeyboardInterrupt, settings) -> str:
+    """What an interrupted run kept: the evaluation records already written, or how to resume training."""
+    from .runner import EvaluationInterrupted
+
+    if isinstance(err, EvaluationInterrupted):
+        if err.kept == 0:
+            return f"evaluation interrupted before its first result was complete; {err.path} was not changed"
+        return (f"evaluation interrupted; the {err.kept} records measured before it ({err.done} of {err.total} "
+                f"checkpoint x split x batch size results) are kept in {err.path}")
+    if settings.do_train:
+        return "interrupted; resume training with --resume_from_checkpoint"
+    return "interrupted"
+
+
+def _settings_or_exit(args: argparse.Namespace, prog: str, argv: list[str] | None, *todo: bool):
+    """settings_from_args, an invalid value (the settings' own checks) reported like any argument error: one line
+    ``prog: error: ...`` naming the flag as the user typed it, and exit code 2, before any work starts."""
+    try:
+        return settings_from_args(args, *todo)
+    except ValueError as err:
+        typed = sys.argv[1:] if argv is None else argv
+        print(f"{prog}: error: {_as_typed(str(err).strip(), typed)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _as_typed(message: str, argv: list[str]) -> str:
+    """Name a flag in ``message`` by the alias the user typed (``--per_gpu_train_batch_size`` for the seed
+    script's users) rather than by its main name, which the settings' checks use."""
+    typed = {arg.split("=", 1)[0] for arg in argv if arg.startswith("--")}
+    for main, aliases in flag_spellings([RunSettings, TrainSettings]).items():
+        used = [alias for alias in aliases if alias in typed]
+        if used and main not in typed and re.search(rf"{re.escape(main)}\b", message):
+            message = re.sub(rf"{re.escape(main)}\b", used[0], message)
+    return message
 
 
 def _check_exit_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -366,13 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_exit_args(parser, args)
     _setup_logging()
+    prog = f"pabee {args.command}"
     if args.command == "train":
-        settings = settings_from_args(args, True, not args.no_eval, args.do_predict)
+        settings = _settings_or_exit(args, prog, argv, True, not args.no_eval)
     elif args.command == "eval":
-        settings = settings_from_args(args, False, True, args.do_predict)
+        settings = _settings_or_exit(args, prog, argv, False, True)
     else:
-        settings = settings_from_args(args, False, False, True)
-    return _execute(settings, "pabee")
+        settings = _settings_or_exit(args, prog, argv, False, False, True)
+    return _execute(settings, prog)
 
 
 def _dispatch(argv: list[str]) -> int | None:
@@ -400,11 +295,13 @@ def seed_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _check_exit_args(parser, args)
     _setup_logging()
-    if not args.task_name and not (args.train_file or args.validation_file):
+    given = vars(args)
+    if not given.get("task_name") and not (given.get("train_file") or given.get("validation_file")):
         print("run_glue_with_pabee.py: error: --task_name is required", file=sys.stderr)
         return 2
-    settings = settings_from_args(args, args.do_train, args.do_eval, args.do_predict)
-    return _execute(settings, "run_glue_with_pabee.py")
+    prog = "run_glue_with_pabee.py"
+    settings = _settings_or_exit(args, prog, argv)
+    return _execute(settings, prog)
 
 
 if __name__ == "__main__":

@@ -5,12 +5,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from .exit_rules import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
+from .files import atomic_write_text
 from .losses import LOSS_WEIGHTINGS
+from .model_files import sentence_transformers_pooling as sentence_transformers_pooling  # re-exported
+from .model_files import weights_digest as weights_digest  # re-exported: the old home
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,10 @@ class PabeeConfig:
             )
         if self.pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        if self.classifier_dropout is not None and not 0.0 <= float(self.classifier_dropout) < 1.0:
-            raise ValueError(f"classifier_dropout must be in [0, 1), got {self.classifier_dropout}")
+        dropout = self.classifier_dropout
+        if dropout is not None and (isinstance(dropout, bool) or not isinstance(dropout, numbers.Real)
+                                    or not 0.0 <= float(dropout) < 1.0):
+            raise ValueError(f"classifier_dropout must be a number in [0, 1), got {self.classifier_dropout!r}")
         if not self.pabee_version:
             from . import __version__
 
@@ -82,41 +88,12 @@ class PabeeConfig:
             raise ValueError(f"{path} is not valid JSON: {err}") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path} must hold a JSON object")
-        return cls.from_dict(values)
-
-
-def sentence_transformers_pooling(path: str | os.PathLike) -> str | None:
-    """The pooling a local sentence-transformers folder was trained with ("mean" or "cls"), or None.
-
-    sentence-transformers writes its pooling module's settings to ``<pooling module>/config.json``, the module
-    being listed in ``modules.json``; other folders (and hub ids) give None.
-    """
-    folder = Path(path)
-    try:
-        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    for module in modules if isinstance(modules, list) else []:
-        if not isinstance(module, dict) or not str(module.get("type", "")).endswith("Pooling"):
-            continue
         try:
-            settings = json.loads((folder / str(module.get("path", "")) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            return None
-        if settings.get("pooling_mode_mean_tokens"):
-            return "mean"
-        if settings.get("pooling_mode_cls_token"):
-            return "cls"
-    return None
+            return cls.from_dict(values)
+        except (TypeError, ValueError) as err:  # e.g. "patience": "3"
+            raise ValueError(f"{path}: {err}") from None
 
 
 def is_pabee_folder(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder written by ``PabeeForSequenceClassification.save_pretrained``."""
     return (Path(path) / PABEE_CONFIG_NAME).is_file()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

@@ -4,7 +4,7 @@ timing, records and tables. ONNX Runtime is imported only for the onnx backend."
 
 from __future__ import annotations
 
-BACKENDS = ("torch", "onnx")
+from .validation import BACKENDS
 
 
 def load_eval_model(path: str, backend: str = "torch", threads: int | None = None):

@@ -3,28 +3,32 @@ predictions, timings, exit statistics, records, table, plot."""
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .config import atomic_write_text
 from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
 from .features import Features, length_sorted_batches
 from .metrics import compute_metrics
+from .metrics import layer_metrics as layer_metrics  # re-exported: the old home
+from .metrics import predicted_labels as predicted_labels  # re-exported: the old home
+from .plots import SPEEDUPS as SPEEDUPS  # re-exported: the old home
+from .plots import plot_tradeoff as plot_tradeoff  # re-exported: the old home
+from .records import RESULTS_NAME as RESULTS_NAME  # re-exported: callers import it from here
+from .records import RecordStore, add_timing_spread, record_key
+from .tables import format_table as format_table  # re-exported: the old home
 from .tasks import TaskSpec
 from .timing import interleaved_blocks
 
 logger = logging.getLogger(__name__)
 
-RESULTS_NAME = "eval_results.json"
 INTERLEAVE_EXAMPLES = 16  # timing: each rule runs this many consecutive examples (whole batches) before the next
 
 
@@ -105,11 +109,6 @@ def predict(
     seconds = time.perf_counter() - start
     model.train(was_training)
     return Predictions(logits, exits, seconds)
-
-
-def predicted_labels(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
-    """Label ids (classification) or scores (regression) from logits (N,C)."""
-    return logits[:, 0] if task.is_regression else logits.argmax(axis=1)
 
 
 def evaluate_exit_rules(
@@ -199,6 +198,7 @@ def evaluate_exit_rules(
     full_seconds = records[0].eval_seconds
     for record in records:
         record.wall_speedup = full_seconds / record.eval_seconds if record.eval_seconds > 0 else None
+    add_timing_spread(records)
     return records
 
 
@@ -253,151 +253,14 @@ def _record(model, task, checkpoint, split, rule: ExitRule, threshold, batch_siz
 
 
 def _record_key(record: dict) -> tuple:
-    # records written before exit rules existed have no exit_rule / exit_value: they are patience records
-    if record.get("exit_rule") is None:
-        rule = ("patience", record.get("patience"))
-    else:
-        rule = (record["exit_rule"], record.get("exit_value"))
-    return (
-        *(record.get(k) for k in ("checkpoint", "task", "split")),
-        *rule,
-        *(record.get(k) for k in ("regression_threshold", "batch_size")),
-    )
+    return record_key(record)  # kept for callers of the old name: the key lives in pabee.records
 
 
 def save_records(records: Sequence[EvalRecord], output_dir: str | os.PathLike) -> Path:
-    """Merge ``records`` into ``output_dir/eval_results.json``.
+    """Merge ``records`` into ``output_dir/eval_results.json`` (through :class:`pabee.records.RecordStore`).
 
     A record replaces an earlier one only when it is the same experiment (checkpoint, task, split, exit rule and
-    value, threshold, batch size); all other results are kept. The file is written atomically.
+    value, threshold, batch size); all other results are kept. The merge holds a file lock, so concurrent
+    evaluations writing one folder keep every record; the file is replaced atomically.
     """
-    path = Path(output_dir) / RESULTS_NAME
-    existing: list[dict] = []
-    if path.is_file():
-        try:
-            existing = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            backup = path.with_name(f"{RESULTS_NAME}.corrupt-{int(time.time())}")
-            os.replace(path, backup)
-            logger.warning("%s was not valid JSON; moved it to %s", path, backup)
-            existing = []
-    new = [asdict(r) for r in records]
-    new_keys = {_record_key(r) for r in new}
-    merged = [r for r in existing if _record_key(r) not in new_keys] + new
-    Path(output_dir).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(merged, indent=2) + "\n")
-    return path
-
-
-def format_table(records: Sequence[EvalRecord]) -> str:
-    """A plain-text table: one row per record, its exit rule in the "rule" column ("full" = full depth)."""
-    if not records:
-        return "(no results)"
-    metric_names = list(records[0].metrics)
-    header = ["checkpoint", "split", "rule", *metric_names, "avg exit", "layer x", "saved", "wall x", "ex/s", "bs"]
-    rows = []
-    for r in records:
-        rows.append(
-            [
-                r.checkpoint,
-                r.split,
-                _rule_name(r),
-                *[f"{r.metrics[m]:.4f}" for m in metric_names],
-                f"{r.avg_exit_layer:.2f}/{r.num_layers}",
-                f"{r.layer_speedup:.2f}",
-                f"{100 * r.layers_saved:.1f}%",
-                "-" if r.wall_speedup is None else f"{r.wall_speedup:.2f}",
-                f"{r.examples_per_second:.1f}",
-                str(r.batch_size),
-            ]
-        )
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).ljust(w) for x, w in zip(row, widths)) for row in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _is_full_depth(r: EvalRecord) -> bool:
-    return r.exit_rule == "patience" and r.exit_value == 0
-
-
-def _rule_name(r: EvalRecord) -> str:
-    """The table's "rule" cell: "full" for the full-depth baseline, else e.g. "patience 3", "entropy 0.3"."""
-    return "full" if _is_full_depth(r) else ExitRule(r.exit_rule, r.exit_value).label
-
-
-_SHORT_NAMES = {"patience": "t={}", "entropy": "H<{}", "confidence": "p>={}", "layer": "k={}"}
-SPEEDUPS = ("layer", "wall")
-
-
-def plot_tradeoff(
-    records: Sequence[EvalRecord], path: str | os.PathLike, metric: str, speedup: str = "layer"
-) -> Path:
-    """PNG of ``metric`` against speed-up, one curve per (checkpoint, split, exit rule kind), values annotated.
-
-    ``speedup``: "layer" (L / mean exit layer) or "wall" (measured wall-clock speed-up over full depth; records
-    without one are left out). Every curve starts at the full-depth baseline (patience 0) of its checkpoint and
-    split, which is drawn once as a star.
-    """
-    if speedup not in SPEEDUPS:
-        raise ValueError(f"unknown speedup {speedup!r}; choose one of {', '.join(SPEEDUPS)}")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    def x_of(r: EvalRecord) -> float | None:
-        return r.layer_speedup if speedup == "layer" else r.wall_speedup
-
-    records = [r for r in records if x_of(r) is not None]
-    if not records:
-        raise ValueError(f"no record has a {speedup} speed-up to plot")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    baselines = {(r.checkpoint, r.split): r for r in records if _is_full_depth(r)}
-    groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
-    for r in records:
-        if not _is_full_depth(r):
-            groups.setdefault((r.checkpoint, r.split, r.exit_rule), []).append(r)
-    several_runs = len({(r.checkpoint, r.split) for r in records}) > 1
-    for (checkpoint, split, kind), group in groups.items():
-        base = baselines.get((checkpoint, split))
-        group = sorted(([base] if base is not None else []) + group, key=x_of)
-        xs = [x_of(r) for r in group]
-        ys = [r.metrics[metric] for r in group]
-        ax.plot(xs, ys, marker="o", label=f"{checkpoint} ({split}) {kind}" if several_runs else kind)
-        for r, x, y in zip(group, xs, ys):
-            if not _is_full_depth(r):
-                ax.annotate(_SHORT_NAMES[r.exit_rule].format(_short_value(r.exit_value)), (x, y), fontsize=7,
-                            textcoords="offset points", xytext=(3, 3))
-    for (checkpoint, split), base in baselines.items():
-        ax.plot([x_of(base)], [base.metrics[metric]], marker="*", markersize=11, color="black", linestyle="none",
-                label=f"full depth ({checkpoint}, {split})" if several_runs else "full depth")
-    if speedup == "layer":
-        ax.set_xlabel("layer speed-up (L / mean exit layer)")
-    else:
-        ax.set_xlabel("wall-clock speed-up (full-depth time / time)")
-    ax.set_ylabel(metric)
-    ax.set_title(f"{records[0].task}: {metric} vs {speedup} speed-up")
-    ax.grid(alpha=0.3)
-    if len(groups) + len(baselines) <= 12:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp-{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return Path(path)
-
-
-def _short_value(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def layer_metrics(task: TaskSpec, all_logits: np.ndarray, labels: Sequence) -> dict[str, float]:
-    """The task's main metric for every internal classifier: all_logits (N, L, C) -> {"layer_1_acc": ...}."""
-    out = {}
-    for i in range(all_logits.shape[1]):
-        metrics = compute_metrics(task, predicted_labels(task, all_logits[:, i]), labels)
-        for name, value in metrics.items():
-            out[f"layer_{i + 1}_{name}"] = value
-    return out
+    return RecordStore(output_dir).append(records)

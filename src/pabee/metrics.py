@@ -150,3 +150,18 @@ def compute_metrics(task: TaskSpec, preds: Sequence[Any], labels: Sequence[Any])
             raise ValueError(f"unknown metric '{metric}' for task {task.name}")
         result[metric] = float(functions[metric]())
     return result
+
+
+def predicted_labels(task: TaskSpec, logits: np.ndarray) -> np.ndarray:
+    """Label ids (classification) or scores (regression) from logits (N,C)."""
+    return logits[:, 0] if task.is_regression else logits.argmax(axis=1)
+
+
+def layer_metrics(task: TaskSpec, all_logits: np.ndarray, labels: Sequence) -> dict[str, float]:
+    """The task's main metric for every internal classifier: all_logits (N, L, C) -> {"layer_1_acc": ...}."""
+    out = {}
+    for i in range(all_logits.shape[1]):
+        metrics = compute_metrics(task, predicted_labels(task, all_logits[:, i]), labels)
+        for name, value in metrics.items():
+            out[f"layer_{i + 1}_{name}"] = value
+    return out

@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
-from transformers.utils import ModelOutput
+from transformers.utils import ModelOutput, PushToHubMixin
 
 from .backbones import BackboneDriver, get_driver
 from .config import PabeeConfig, atomic_write_text, is_pabee_folder, sentence_transformers_pooling
@@ -25,6 +25,8 @@ from .exit_rules import (
     check_regression_threshold,
     resolve_exit_rule,
 )
+from .hf import PabeeTransformersConfig, download_saved_model, read_backbone_config, register_auto_classes
+from .loading import check_weights, load_backbone, read_weights, resolve_model_source
 from .losses import layer_loss_weights, weighted_layer_loss
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
 
@@ -76,7 +78,7 @@ class ClsPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
-class PabeeForSequenceClassification(nn.Module):
+class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
     """A Hugging Face encoder with one linear classifier per layer, trained jointly, that exits early at inference.
 
     Build it with :meth:`from_pretrained` (a plain encoder checkpoint or a folder saved by :meth:`save_pretrained`),
@@ -84,7 +86,13 @@ class PabeeForSequenceClassification(nn.Module):
 
     ``model.config`` is the backbone's transformers config (with ``num_labels``, ``id2label``, ``label2id``);
     ``model.pabee_config`` holds the early-exit defaults saved with the model.
+
+    It fits where transformers expects a sequence classifier (see :mod:`pabee.hf`): once pabee is imported,
+    ``AutoModelForSequenceClassification`` and ``pipeline("text-classification", model=folder)`` load a saved folder
+    as this class (early exit on, with the saved patience), and ``push_to_hub`` uploads what ``save_pretrained`` writes.
     """
+
+    config_class = PabeeTransformersConfig
 
     def __init__(self, backbone: PreTrainedModel, pabee_config: PabeeConfig | None = None):
         super().__init__()
@@ -129,6 +137,20 @@ class PabeeForSequenceClassification(nn.Module):
     @property
     def is_regression(self) -> bool:
         return self._regression
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights are (what transformers' pipelines read)."""
+        return next(self.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The weights' floating-point type."""
+        return next(self.parameters()).dtype
+
+    def can_generate(self) -> bool:
+        """False: a classifier (asked by transformers' pipelines)."""
+        return False
 
     # ------------------------------------------------------------------ forward
 
@@ -295,19 +317,28 @@ class PabeeForSequenceClassification(nn.Module):
 
     # ------------------------------------------------------------------ save / load
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
-        """Write config.json (backbone + labels), pabee_config.json and model.safetensors (all weights).
+    def save_pretrained(self, save_directory: str | os.PathLike, *, push_to_hub: bool = False, **kwargs) -> None:
+        """Write config.json (a :class:`pabee.hf.PabeeTransformersConfig`: the backbone's config and the labels),
+        pabee_config.json and model.safetensors (all weights).
 
         Each file is written to a temporary name and renamed, so an interrupted save never leaves a torn file.
+        ``push_to_hub=True`` then uploads the folder (``repo_id`` in ``kwargs``, default the folder's name; the
+        other ``kwargs`` go to :meth:`push_to_hub`). transformers' serialization options (``max_shard_size``,
+        ``safe_serialization``) are accepted and ignored: the weights are always one safetensors file.
         """
+        for ignored in ("max_shard_size", "safe_serialization", "is_main_process", "state_dict"):
+            kwargs.pop(ignored, None)
         folder = Path(save_directory)
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
         tmp = folder / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
         save_file(state, str(tmp), metadata={"format": "pt", "pabee": "1"})
         os.replace(tmp, folder / WEIGHTS_NAME)
-        atomic_write_text(folder / "config.json", self.config.to_json_string(use_diff=True))
+        config = PabeeTransformersConfig.of_backbone(self.config)
+        atomic_write_text(folder / "config.json", config.to_json_string(use_diff=True))
         self.pabee_config.save(folder)
+        if push_to_hub:
+            self.push_to_hub(kwargs.pop("repo_id", folder.name), **kwargs)
 
     @classmethod
     def from_pretrained(
@@ -340,16 +371,27 @@ class PabeeForSequenceClassification(nn.Module):
             "pooling": pooling,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
+        _drop_auto_class_kwargs(backbone_kwargs)
         if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        name_or_path = resolve_model_source(
+            name_or_path, cache_dir=backbone_kwargs.get("cache_dir"),
+            local_files_only=bool(backbone_kwargs.get("local_files_only")),
+        )
         if is_pabee_folder(name_or_path):
             return cls._load_saved(Path(name_or_path), num_labels, id2label, label2id, overrides, backbone_kwargs)
 
         label_kwargs = _label_kwargs(num_labels, id2label, label2id)
         config = _load_config(name_or_path, label_kwargs, backbone_kwargs)
+        if isinstance(config, PabeeTransformersConfig):  # a saved pabee model on the hub (e.g. via push_to_hub)
+            try:
+                folder = download_saved_model(name_or_path, backbone_kwargs)
+            except OSError as err:
+                raise OSError(_load_error(name_or_path, err)) from None
+            return cls._load_saved(folder, num_labels, id2label, label2id, overrides, backbone_kwargs)
         get_driver(config.model_type)  # fail before loading any weights
         try:
-            backbone = AutoModel.from_pretrained(name_or_path, config=config, **backbone_kwargs)
+            backbone = load_backbone(name_or_path, config, backbone_kwargs)
         except OSError as err:
             raise OSError(_load_error(name_or_path, err)) from None
         if "pooling" not in overrides:
@@ -361,7 +403,7 @@ class PabeeForSequenceClassification(nn.Module):
 
     @classmethod
     def _load_saved(cls, folder, num_labels, id2label, label2id, overrides, backbone_kwargs):
-        config = AutoConfig.from_pretrained(folder)
+        config = read_backbone_config(folder)
         if num_labels is not None and num_labels != config.num_labels:
             raise ValueError(
                 f"num_labels={num_labels} contradicts the saved model in {folder}, which has {config.num_labels} labels"
@@ -380,12 +422,19 @@ class PabeeForSequenceClassification(nn.Module):
         weights = folder / WEIGHTS_NAME
         if not weights.is_file():
             raise FileNotFoundError(f"{weights} is missing: the folder has a pabee config but no weights")
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-        if missing or unexpected:
-            raise ValueError(
-                f"{weights} does not match the model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-            )
+        state = read_weights(weights)
+        check_weights(model, state, folder)
+        model.load_state_dict(state)
         return model.eval()
+
+
+def _drop_auto_class_kwargs(kwargs: dict) -> None:
+    """Remove what transformers' Auto classes and pipelines add to ``from_pretrained``'s arguments: the pabee
+    config they already read from the folder (read again here) and their bookkeeping keys."""
+    if isinstance(kwargs.get("config"), PabeeTransformersConfig):
+        del kwargs["config"]
+    for key in ("_from_pipeline", "_from_auto", "_commit_hash"):
+        kwargs.pop(key, None)
 
 
 def gather_exit_logits(all_logits: torch.Tensor, exit_layers: torch.Tensor) -> torch.Tensor:
@@ -445,3 +494,6 @@ def _masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> t
         return hidden.mean(dim=1)
     weights = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (B,S,1)
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+register_auto_classes()

@@ -16,7 +16,7 @@ import os
 import time
 from pathlib import Path
 
-from .config import atomic_write_text
+from .files import atomic_write_text
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,10 @@ def saved_run_identity(folder: str | os.PathLike) -> dict:
     except (OSError, json.JSONDecodeError):
         return {}
     num_labels = len(config["id2label"]) if "id2label" in config else config.get("num_labels")
-    found = {"num_labels": num_labels, "model_type": config.get("model_type")}
+    model_type = config.get("model_type")
+    if model_type == "pabee" and isinstance(config.get("backbone"), dict):  # pabee.hf's nested config
+        model_type = config["backbone"].get("model_type")
+    found = {"num_labels": num_labels, "model_type": model_type}
     if num_labels and num_labels > 1 and "id2label" in config:
         id2label = {int(k): v for k, v in config["id2label"].items()}
         found["labels"] = [id2label[i] for i in sorted(id2label)]

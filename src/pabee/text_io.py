@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from .data import DataError
+from .files import temporary_path
 
 FORMATS = ("text", "csv", "tsv", "jsonl")
 EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
@@ -180,8 +181,8 @@ class JsonLinesWriter:
             return
         if self.path.is_dir():
             raise DataError(f"--output {path} is a folder")
-        self._tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
         try:
+            self._tmp = temporary_path(self.path)
             self.stream = open(self._tmp, "w", encoding="utf-8")
         except OSError as err:
             raise DataError(f"cannot write {path}: {err.strerror}") from None

@@ -12,69 +12,24 @@ import importlib.util
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from accelerate import PartialState
+from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from .evaluate import layer_metrics
 from .features import Features
+from .metrics import layer_metrics
 from .run_folder import check_same_run, move_previous_run, run_identity, save_run_identity
+from .settings import TrainSettings  # noqa: F401  (lives in pabee.settings; re-exported here)
 from .tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 
 STAGING_DIR = ".staging"
 CLASSIFIER_LR_RATIO = 20.0
-
-
-@dataclass
-class TrainSettings:
-    """Training hyper-parameters (names follow transformers.TrainingArguments)."""
-
-    output_dir: str
-    learning_rate: float = 5e-5
-    classifier_learning_rate: float | None = None  # None: CLASSIFIER_LR_RATIO x learning_rate
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 32
-    per_device_eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    weight_decay: float = 0.0
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    warmup_steps: float = 0.1  # >= 1: steps; < 1: fraction of all steps
-    logging_steps: int = 50
-    save_steps: int = 500
-    seed: int = 42
-    fp16: bool = False
-    bf16: bool = False
-    train_sampling_strategy: str = "group_by_length"  # or "random"
-    use_cpu: bool = False
-    evaluate_during_training: bool = False
-    resume_from_checkpoint: str | bool | None = None
-    save_total_limit: int | None = None
-    disable_tqdm: bool | None = None
-
-    def __post_init__(self) -> None:
-        checks = {
-            "learning_rate": self.learning_rate > 0,
-            "classifier_learning_rate": self.classifier_learning_rate is None or self.classifier_learning_rate > 0,
-            "num_train_epochs": self.num_train_epochs > 0 or self.max_steps > 0,
-            "per_device_train_batch_size": self.per_device_train_batch_size >= 1,
-            "per_device_eval_batch_size": self.per_device_eval_batch_size >= 1,
-            "gradient_accumulation_steps": self.gradient_accumulation_steps >= 1,
-            "warmup_steps": self.warmup_steps >= 0,
-            "save_steps": self.save_steps >= 1,
-            "logging_steps": self.logging_steps >= 1,
-            "train_sampling_strategy": self.train_sampling_strategy in ("group_by_length", "random"),
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid {name}: {getattr(self, name)}")
 
 
 def init_regression_heads(model, labels) -> float:
@@ -96,6 +51,41 @@ def init_regression_heads(model, labels) -> float:
         for head in model.classifiers:
             head.bias.fill_(mean)
     return mean
+
+
+class AtomicCheckpoints(TrainerCallback):
+    """Moves each checkpoint the Trainer wrote into the staging folder (``TrainingArguments.output_dir`` is
+    ``<output_dir>/.staging``) to ``<output_dir>/checkpoint-N`` in one rename, and keeps the newest
+    ``save_total_limit`` there. Under torchrun every process writes its RNG state into the staging checkpoint, so
+    the first process renames it only when all have written."""
+
+    def __init__(self, output_dir: str | os.PathLike, save_total_limit: int | None):
+        self.output_dir = Path(output_dir)
+        self.save_total_limit = save_total_limit
+
+    def on_save(self, args, state, control, **kwargs):
+        PartialState().wait_for_everyone()  # every process has written its part (no-op in a single process)
+        if args.should_save:
+            name = f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            final = self.output_dir / name
+            if final.is_dir():
+                shutil.rmtree(final)
+            os.replace(Path(args.output_dir) / name, final)
+            if self.save_total_limit:
+                rotate_checkpoints(self.output_dir, self.save_total_limit)
+        PartialState().wait_for_everyone()
+        return control
+
+
+def rotate_checkpoints(folder: str | os.PathLike, keep: int) -> list[Path]:
+    """Delete all but the ``keep`` newest (highest step) ``checkpoint-N`` folders of ``folder``; returns those
+    deleted."""
+    found = sorted((int(p.name.rsplit("-", 1)[1]), p) for p in Path(folder).glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+                   if p.is_dir() and p.name.rsplit("-", 1)[1].isdigit())
+    old = [p for _step, p in found[: max(len(found) - keep, 0)]]
+    for path in old:
+        shutil.rmtree(path)
+    return old
 
 
 class PabeeTrainer(Trainer):
@@ -128,7 +118,9 @@ class PabeeTrainer(Trainer):
                                            "params": moved, "lr": self.classifier_learning_rate})
         return optimizer
 
-    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Write a pabee folder (weights, configs, tokenizer, training arguments, run identity) from the first
+        process; the Trainer calls this for every checkpoint too."""
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         if not self.args.should_save:
             return
@@ -139,36 +131,6 @@ class PabeeTrainer(Trainer):
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
         if self.run_identity is not None:
             save_run_identity(output_dir, self.run_identity)
-
-    def _save_checkpoint(self, model, trial) -> None:
-        # Write checkpoint-N under <output_dir>/.staging, then rename it into place in one step. Under torchrun
-        # every process writes its RNG state into the staging folder, so the writer clears it first and renames
-        # it only when all have written (wait_for_everyone does nothing in a single process).
-        run_dir = self._get_output_dir(trial=trial)
-        staging_root = os.path.join(run_dir, STAGING_DIR)
-        name = f"checkpoint-{self.state.global_step}"
-        if self.args.should_save:
-            shutil.rmtree(os.path.join(staging_root, name), ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        original = self._get_output_dir
-        self._get_output_dir = lambda trial=None: staging_root
-        try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._get_output_dir = original
-        self.accelerator.wait_for_everyone()
-        if self.args.should_save:
-            final = os.path.join(run_dir, name)
-            if os.path.isdir(final):
-                shutil.rmtree(final)
-            os.replace(os.path.join(staging_root, name), final)
-            if self.args.save_total_limit:
-                if hasattr(self, "_rotate_checkpoints"):  # older transformers: a Trainer method
-                    self._rotate_checkpoints(use_mtime=False, output_dir=run_dir)
-                else:  # newer transformers (5.2x): a function of trainer_utils
-                    from transformers.trainer_utils import rotate_checkpoints
-
-                    rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -277,8 +239,9 @@ def train(
         fp16 = False
     use_cpu = _train_on_cpu(settings)
     report_to = ["tensorboard"] if importlib.util.find_spec("tensorboard") is not None else "none"
+    staging = os.path.join(settings.output_dir, STAGING_DIR)  # checkpoints are written here, then renamed
     args = TrainingArguments(
-        output_dir=settings.output_dir,
+        output_dir=staging,
         learning_rate=settings.learning_rate,
         num_train_epochs=settings.num_train_epochs,
         max_steps=settings.max_steps,
@@ -292,7 +255,6 @@ def train(
         logging_steps=settings.logging_steps,
         save_strategy="steps",
         save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
         eval_strategy="steps" if settings.evaluate_during_training else "no",
         eval_steps=settings.save_steps if settings.evaluate_during_training else None,
         seed=settings.seed,
@@ -314,6 +276,9 @@ def train(
         with args.main_process_first(local=False, desc="moving the previous run aside"):
             if args.process_index == 0:
                 move_previous_run(settings.output_dir)
+    with args.main_process_first(local=False, desc="clearing the checkpoint staging folder"):
+        if args.process_index == 0:
+            shutil.rmtree(staging, ignore_errors=True)  # what an interrupted save left
     identity = run_identity(task, model, base_model)
     resume = resolve_resume(settings.output_dir, settings.resume_from_checkpoint)
     if resume is not None:
@@ -330,11 +295,12 @@ def train(
         task=task,
         classifier_learning_rate=classifier_lr,
         run_identity=identity,
+        callbacks=[AtomicCheckpoints(settings.output_dir, settings.save_total_limit)],
     )
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(settings.output_dir)
-    trainer.save_state()
     if args.should_save:
-        shutil.rmtree(os.path.join(settings.output_dir, STAGING_DIR), ignore_errors=True)
+        trainer.state.save_to_json(os.path.join(settings.output_dir, "trainer_state.json"))
+        shutil.rmtree(staging, ignore_errors=True)
     model.eval()
     return dict(result.metrics)

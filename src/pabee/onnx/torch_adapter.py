@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import torch
 
@@ -23,6 +24,9 @@ class OnnxEvalModel:
         self.num_labels = model.num_labels
         self.num_layers = model.num_layers
         self.threads = model.threads
+        # what the harness reads of a transformers config (labels, architecture), from the export's manifest
+        self.config = SimpleNamespace(num_labels=model.num_labels, id2label=dict(model.id2label),
+                                      model_type=model.manifest.get("model_type"))
         self.backend = "onnx" if model.quantized is None else f"onnx-{model.quantized}"
 
     @classmethod
