@@ -322,9 +322,9 @@ def test_threshold_on_classification_task_warns(trained_rte, glue_root, tmp_path
 
 
 def test_without_a_data_folder_the_hub_fallback_fails_clearly(trained_rte, monkeypatch, capsys):
-    import pabee.runner
+    import pabee.run_inputs
 
-    monkeypatch.setattr(pabee.runner, "find_glue_dir", lambda task, data_dir: None)
+    monkeypatch.setattr(pabee.run_inputs, "find_glue_dir", lambda task, data_dir: None)
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     assert main(["eval", "--model_name_or_path", str(trained_rte), "--task_name", "RTE", *QUIET]) == 2
     assert "--data_dir" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import torch
 from fixtures import WORDS, save_tiny_bert, write_glue_task
 from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
+import pabee.run_inputs
 import pabee.runner
 from pabee.cli import main
 from pabee.modeling import PabeeForSequenceClassification
@@ -152,7 +153,7 @@ def save_model(tiny_bert, folder, **labels):
 def test_glue_task_with_other_labels_is_refused(tiny_bert, tmp_path, monkeypatch, capsys):
     glue = write_glue_task(tmp_path, "MRPC", n=8)
     rte = save_model(tiny_bert, tmp_path / "rte-model", id2label={0: "entailment", 1: "not_entailment"})
-    monkeypatch.setattr(pabee.runner, "read_glue_split", lambda *a, **k: pytest.fail("read"))  # refused before
+    monkeypatch.setattr(pabee.run_inputs, "read_glue_split", lambda *a, **k: pytest.fail("read"))  # refused before
     capsys.readouterr()
     assert main(["eval", "--model_name_or_path", str(rte), "--task_name", "MRPC", "--data_dir", str(glue),
                  "--output_dir", str(tmp_path / "o"), *QUIET]) == 2

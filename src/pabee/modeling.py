@@ -7,17 +7,15 @@ import logging
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from torch.nn import functional as F
-from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput, PushToHubMixin
 
 from .backbones import BackboneDriver, get_driver
-from .config import PabeeConfig, atomic_write_text, is_pabee_folder, sentence_transformers_pooling
+from .config import PabeeConfig
 from .early_exit import run_early_exit
 from .exit_rules import (
     ExitRule,
@@ -25,13 +23,13 @@ from .exit_rules import (
     check_regression_threshold,
     resolve_exit_rule,
 )
-from .hf import PabeeTransformersConfig, download_saved_model, read_backbone_config, register_auto_classes
-from .loading import check_weights, load_backbone, read_weights, resolve_model_source
+from .hf import PabeeTransformersConfig, register_auto_classes
 from .losses import layer_loss_weights, weighted_layer_loss
+from .model_io import WEIGHTS_NAME as WEIGHTS_NAME  # re-exported: its old home
+from .model_io import load_model, save_model_folder
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
 
 logger = logging.getLogger(__name__)
-WEIGHTS_NAME = "model.safetensors"
 
 
 @dataclass
@@ -315,7 +313,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         device = hidden.device
         return backend.to_tensor(logits, device), torch.from_numpy(exit_layers).to(device)
 
-    # ------------------------------------------------------------------ save / load
+    # ------------------------------------------------------------------ save / load (pabee.model_io)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, push_to_hub: bool = False, **kwargs) -> None:
         """Write config.json (a :class:`pabee.hf.PabeeTransformersConfig`: the backbone's config and the labels),
@@ -328,15 +326,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         """
         for ignored in ("max_shard_size", "safe_serialization", "is_main_process", "state_dict"):
             kwargs.pop(ignored, None)
-        folder = Path(save_directory)
-        folder.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        tmp = folder / f".{WEIGHTS_NAME}.tmp-{os.getpid()}"
-        save_file(state, str(tmp), metadata={"format": "pt", "pabee": "1"})
-        os.replace(tmp, folder / WEIGHTS_NAME)
-        config = PabeeTransformersConfig.of_backbone(self.config)
-        atomic_write_text(folder / "config.json", config.to_json_string(use_diff=True))
-        self.pabee_config.save(folder)
+        folder = save_model_folder(self, save_directory)
         if push_to_hub:
             self.push_to_hub(kwargs.pop("repo_id", folder.name), **kwargs)
 
@@ -360,8 +350,8 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         given here override the saved early-exit defaults, and ``num_labels`` must match), or a plain encoder
         checkpoint (local folder or hub id) whose backbone weights are loaded with ``transformers.AutoModel`` and
         which gets freshly initialised classifiers. ``pooling`` ("cls" or "mean", see :class:`PabeeConfig`) defaults
-        to the pooling a local sentence-transformers folder declares, else "cls". ``backbone_kwargs`` go to transformers (``revision``,
-        ``attn_implementation``, ``local_files_only``...).
+        to the pooling a local sentence-transformers folder declares, else "cls". ``backbone_kwargs`` go to
+        transformers (``revision``, ``attn_implementation``, ``local_files_only``...).
         """
         overrides = {
             "patience": patience,
@@ -371,70 +361,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
             "pooling": pooling,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
-        _drop_auto_class_kwargs(backbone_kwargs)
-        if num_labels is not None and (isinstance(num_labels, bool) or not isinstance(num_labels, int) or num_labels < 1):
-            raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
-        name_or_path = resolve_model_source(
-            name_or_path, cache_dir=backbone_kwargs.get("cache_dir"),
-            local_files_only=bool(backbone_kwargs.get("local_files_only")),
-        )
-        if is_pabee_folder(name_or_path):
-            return cls._load_saved(Path(name_or_path), num_labels, id2label, label2id, overrides, backbone_kwargs)
-
-        label_kwargs = _label_kwargs(num_labels, id2label, label2id)
-        config = _load_config(name_or_path, label_kwargs, backbone_kwargs)
-        if isinstance(config, PabeeTransformersConfig):  # a saved pabee model on the hub (e.g. via push_to_hub)
-            try:
-                folder = download_saved_model(name_or_path, backbone_kwargs)
-            except OSError as err:
-                raise OSError(_load_error(name_or_path, err)) from None
-            return cls._load_saved(folder, num_labels, id2label, label2id, overrides, backbone_kwargs)
-        get_driver(config.model_type)  # fail before loading any weights
-        try:
-            backbone = load_backbone(name_or_path, config, backbone_kwargs)
-        except OSError as err:
-            raise OSError(_load_error(name_or_path, err)) from None
-        if "pooling" not in overrides:
-            declared = sentence_transformers_pooling(name_or_path)
-            if declared is not None:
-                logger.info("%s is a sentence-transformers model trained with %s pooling: using it", name_or_path, declared)
-                overrides["pooling"] = declared
-        return cls(backbone, PabeeConfig(**overrides))
-
-    @classmethod
-    def _load_saved(cls, folder, num_labels, id2label, label2id, overrides, backbone_kwargs):
-        config = read_backbone_config(folder)
-        if num_labels is not None and num_labels != config.num_labels:
-            raise ValueError(
-                f"num_labels={num_labels} contradicts the saved model in {folder}, which has {config.num_labels} labels"
-            )
-        if id2label is not None:
-            config.id2label = {int(k): v for k, v in id2label.items()}
-            config.label2id = {v: k for k, v in config.id2label.items()}
-        if label2id is not None:
-            config.label2id = dict(label2id)
-        get_driver(config.model_type)
-        saved = PabeeConfig.load(folder).to_dict()
-        saved.update(overrides)
-        attn = backbone_kwargs.get("attn_implementation")
-        backbone = AutoModel.from_config(config, **({"attn_implementation": attn} if attn else {}))
-        model = cls(backbone, PabeeConfig(**{k: v for k, v in saved.items() if k != "pabee_version"}))
-        weights = folder / WEIGHTS_NAME
-        if not weights.is_file():
-            raise FileNotFoundError(f"{weights} is missing: the folder has a pabee config but no weights")
-        state = read_weights(weights)
-        check_weights(model, state, folder)
-        model.load_state_dict(state)
-        return model.eval()
-
-
-def _drop_auto_class_kwargs(kwargs: dict) -> None:
-    """Remove what transformers' Auto classes and pipelines add to ``from_pretrained``'s arguments: the pabee
-    config they already read from the folder (read again here) and their bookkeeping keys."""
-    if isinstance(kwargs.get("config"), PabeeTransformersConfig):
-        del kwargs["config"]
-    for key in ("_from_pipeline", "_from_auto", "_commit_hash"):
-        kwargs.pop(key, None)
+        return load_model(cls, name_or_path, num_labels, id2label, label2id, overrides, backbone_kwargs)
 
 
 def gather_exit_logits(all_logits: torch.Tensor, exit_layers: torch.Tensor) -> torch.Tensor:
@@ -449,43 +376,6 @@ def _first_attr(config, names, default):
         if value is not None:
             return value
     return default
-
-
-def _label_kwargs(num_labels, id2label, label2id) -> dict:
-    kwargs = {}
-    if id2label is not None:
-        kwargs["id2label"] = {int(k): v for k, v in id2label.items()}
-        kwargs["label2id"] = {v: int(k) for k, v in id2label.items()}
-        if num_labels is not None and num_labels != len(id2label):
-            raise ValueError(f"num_labels={num_labels} but id2label has {len(id2label)} labels")
-    if label2id is not None:
-        kwargs["label2id"] = dict(label2id)
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
-        if num_labels == 1:
-            kwargs["problem_type"] = "regression"
-    return kwargs
-
-
-def _load_config(name_or_path, label_kwargs, backbone_kwargs) -> PretrainedConfig:
-    hub_keys = ("revision", "cache_dir", "local_files_only", "token", "trust_remote_code")
-    try:
-        return AutoConfig.from_pretrained(
-            name_or_path, **label_kwargs, **{k: v for k, v in backbone_kwargs.items() if k in hub_keys}
-        )
-    except OSError as err:
-        raise OSError(_load_error(name_or_path, err)) from None
-    except ValueError as err:  # unknown model_type in config.json
-        raise ValueError(f"cannot load {name_or_path!s}: {str(err).splitlines()[0]}") from None
-
-
-def _load_error(name_or_path, err: Exception) -> str:
-    if Path(name_or_path).exists():
-        return f"cannot load {name_or_path!s}: {str(err).splitlines()[0]}"
-    return (
-        f"cannot load {name_or_path!s}: it is not a local folder and could not be fetched from the Hugging Face hub "
-        f"(offline or unknown id): {str(err).splitlines()[0]}"
-    )
 
 
 def _masked_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
