@@ -52,9 +52,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser, settings_class: type
                 if meta.get(key) is not None:
                     kwargs[key] = meta[key]
             if meta.get("choices") is None:
-                kwargs["metavar"] = flag_of(f).lstrip("-").upper()
+                kwargs["metavar"] = flag_of(f).lstrip("-").upper().replace("-", "_")
         if front in meta.get("required_in", ()):
             kwargs["required"] = True
+        if not flag_of(f).startswith("-"):  # a positional argument (e.g. MODEL): required, named by the field
+            del kwargs["dest"], kwargs["default"]
         parser.add_argument(flag_of(f), *meta.get("aliases", ()), **kwargs)
         for spelling in meta.get("spellings", ()):
             extra = {k: v for k, v in spelling.items() if k != "flag"}

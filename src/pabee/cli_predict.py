@@ -11,7 +11,10 @@ import logging
 import os
 import sys
 
-from .cli import _Parser, _positive_int
+from .cli import _Parser
+from .cli_args import add_settings_arguments, typed_values
+from .predict_settings import ModelSettings, PredictTextSettings
+from .settings import PREDICT_TEXT, default_of
 
 CHUNK_SIZE = 256  # inputs read, predicted and written at a time: memory stays constant whatever the input size
 
@@ -24,68 +27,31 @@ def is_raw_text_mode(argv: list[str]) -> bool:
     return bool(rest and not rest[0].startswith("-")) or any(a == "--input" or a.startswith("--input=") for a in rest)
 
 
-def _patience(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--patience must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--patience must be an integer >= 0, got {text!r}")
-    return value
-
-
-def _exit_rule(text: str):
-    from .exit_rules import ExitRule
-
-    try:
-        return ExitRule.parse(text)
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"--exit_rule: {err}") from None
-
-
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments shared by ``pabee predict MODEL`` and ``pabee serve MODEL``: the model and how it runs."""
-    p.add_argument("model", metavar="MODEL", help="a folder saved by pabee train (model, tokenizer, exit rule)")
-    p.add_argument("--exit_rule", "--exit-rule", type=_exit_rule, default=None,
-                   help="KIND:VALUE, e.g. entropy:0.3, confidence:0.9, layer:3, patience:2 "
-                        "(default: the exit rule saved with the model)")
-    p.add_argument("--patience", type=_patience, default=None, help="shorthand for --exit_rule patience:N")
-    p.add_argument("--backend", choices=("torch", "onnx"), default="torch",
-                   help="onnx: MODEL is a folder written by pabee export, run on ONNX Runtime")
-    p.add_argument("--threads", type=_positive_int, default=None,
-                   help="intra-op CPU threads (default: torch's default; on ONNX Runtime the same rule: "
-                        "OMP_NUM_THREADS if set, else one per physical core)")
-    p.add_argument("--max_length", "--max-length", type=_positive_int, default=None,
-                   help="truncate inputs to this many tokens (default and maximum: the model's limit)")
+def add_model_arguments(p: argparse.ArgumentParser, front: str = PREDICT_TEXT) -> None:
+    """Arguments shared by ``pabee predict MODEL`` and ``pabee serve MODEL``: the model and how it runs (the fields
+    of :class:`~pabee.predict_settings.ModelSettings`)."""
+    add_settings_arguments(p, ModelSettings, front)
 
 
 def predict_parser() -> argparse.ArgumentParser:
+    """The parser of ``pabee predict MODEL``, generated from :class:`~pabee.predict_settings.PredictTextSettings`."""
     p = _Parser(
         prog="pabee predict",
         description="Predict labels of raw texts with a saved pabee model; writes JSON Lines "
                     "(index, label, score, probabilities or value, exit_layer, truncated). "
                     "Without MODEL, pabee predict writes GLUE test predictions (see pabee predict --help).",
     )
-    add_model_arguments(p)
-    p.add_argument("--input", default="-", help="input file, or - for standard input (default)")
-    p.add_argument("--output", default="-", help="output JSON Lines file, or - for standard output (default)")
-    p.add_argument("--format", choices=("text", "csv", "tsv", "jsonl"), default=None,
-                   help="input format (default: from the extension; .csv .tsv .jsonl/.json, else one text per line "
-                        "with a tab between the texts of a pair)")
-    p.add_argument("--text_columns", "--text-columns", default=None,
-                   help="csv/tsv/jsonl: the text column, or two comma-separated columns for pairs "
-                        "(default: text, sentence or sentence1,sentence2)")
-    p.add_argument("--batch_size", "--batch-size", type=_positive_int, default=32)
-    p.add_argument("--no_progress", "--no-progress", action="store_true", help="no progress bar on stderr")
+    add_settings_arguments(p, PredictTextSettings, PREDICT_TEXT)
     return p
 
 
-def load_predictor(args: argparse.Namespace, batch_size: int = 32):
-    """A :class:`~pabee.predictor.Predictor` from parsed model arguments (ValueError/OSError on a bad folder)."""
+def load_predictor(args: ModelSettings, batch_size: int | None = None):
+    """A :class:`~pabee.predictor.Predictor` from model settings (ValueError/OSError on a bad folder); batch_size
+    defaults to ``pabee predict --batch_size``'s."""
     from .predictor import Predictor
 
-    if args.exit_rule is not None and args.patience is not None:
-        raise ValueError("give either --exit_rule or --patience, not both")
+    if batch_size is None:
+        batch_size = default_of(PredictTextSettings, "batch_size")
     if args.threads is not None and args.backend == "torch":
         import torch
 
@@ -96,7 +62,7 @@ def load_predictor(args: argparse.Namespace, batch_size: int = 32):
     )
 
 
-def run_predict(args: argparse.Namespace) -> int:
+def run_predict(args: PredictTextSettings) -> int:
     """Read, predict and write chunk by chunk; returns the number of inputs predicted."""
     from tqdm.auto import tqdm
 
@@ -133,7 +99,7 @@ def main(argv: list[str]) -> int:
     args = predict_parser().parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        run_predict(args)
+        run_predict(PredictTextSettings(**typed_values(args, PredictTextSettings)))
     except BrokenPipeError:  # e.g. piped into head: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

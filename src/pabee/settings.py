@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 # the front ends a flag can appear in: the reference script and the pabee subcommands
 SEED, TRAIN, EVAL, PREDICT = "seed", "train", "eval", "predict"
 EVERYWHERE = (SEED, TRAIN, EVAL, PREDICT)
+# the front ends of a saved model (pabee.predict_settings, pabee.serving.settings): pabee predict MODEL, pabee serve
+PREDICT_TEXT, SERVE = "predict_text", "serve"
 
 
 def setting(default: Any = MISSING, *, help: str, default_factory: Callable[[], Any] | Any = MISSING,
@@ -33,7 +35,7 @@ def setting(default: Any = MISSING, *, help: str, default_factory: Callable[[], 
     """A dataclass field with its command-line description in ``metadata``.
 
     ``help``: the flag's help (also the field's documentation). ``flag``: the main spelling (default
-    ``--<field name>``); ``aliases``: other spellings (e.g. the reference script's ``--per_gpu_*``). ``parse``:
+    ``--<field name>``; a name without dashes, e.g. ``"model"``, makes a required positional argument); ``aliases``: other spellings (e.g. the reference script's ``--per_gpu_*``). ``parse``:
     text -> value (default: from the field's type; booleans are ``store_true`` switches). ``fronts``: the front ends
     offering the flag (``()``: no flag, e.g. a value derived from others). ``spellings``: extra flags writing the
     same field with their own argparse keywords (e.g. ``{"flag": "--group_by_length", "action": "store_const",

@@ -13,8 +13,10 @@ import signal
 import socket
 import sys
 
-from ..cli import _Parser, _positive_int
-from ..cli_predict import add_model_arguments
+from ..cli import _Parser
+from ..cli_args import add_settings_arguments, typed_values
+from ..predict_settings import ModelSettings
+from ..settings import SERVE
 from .settings import API_KEY_ENV, ServeSettings
 
 GRACEFUL_SHUTDOWN_SECONDS = 60  # at most this long for requests in flight after SIGTERM
@@ -25,38 +27,13 @@ class _Terminated(Exception):
 
 
 def serve_parser() -> argparse.ArgumentParser:
-    defaults = ServeSettings()
+    """The parser of ``pabee serve``, generated from :class:`~pabee.predict_settings.ModelSettings` and
+    :class:`~pabee.serving.settings.ServeSettings`."""
     p = _Parser(prog="pabee serve", description="Serve a saved pabee model over HTTP: POST /predict "
                 "(text-embeddings-inference shapes), GET /health, /info, /metrics (Prometheus).")
-    add_model_arguments(p)
-    p.add_argument("--host", default=defaults.host, help="address to bind (default: loopback only)")
-    p.add_argument("--port", type=int, default=defaults.port)
-    p.add_argument("--api-key", "--api_key", dest="api_key", default=None,
-                   help=f"require Authorization: Bearer <key> on every endpoint but /health "
-                        f"(default: ${API_KEY_ENV} if set)")
-    p.add_argument("--max-batch-size", "--max_batch_size", dest="max_batch_size", type=_positive_int,
-                   default=defaults.max_batch_size, help="most inputs per model call")
-    p.add_argument("--max-wait-ms", "--max_wait_ms", dest="max_wait_ms", type=_non_negative, default=defaults.max_wait_ms,
-                   help="how long an input waits for others to fill a batch")
-    p.add_argument("--max-queue", "--max_queue", dest="max_queue", type=_positive_int, default=defaults.max_queue,
-                   help="most inputs waiting; a request that does not fit gets 429")
-    p.add_argument("--max-inputs", "--max_inputs", dest="max_inputs", type=_positive_int, default=defaults.max_inputs,
-                   help="most inputs in one request (more: 413)")
-    p.add_argument("--max-input-bytes", "--max_input_bytes", dest="max_input_bytes", type=_positive_int,
-                   default=defaults.max_input_bytes, help="largest request body (more: 413)")
-    p.add_argument("--log-level", "--log_level", dest="log_level", default="info",
-                   choices=("critical", "error", "warning", "info", "debug"))
+    add_settings_arguments(p, ModelSettings, SERVE)
+    add_settings_arguments(p, ServeSettings, SERVE)
     return p
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -105,24 +82,23 @@ def _serve(args: argparse.Namespace) -> int:
             from .app import create_app
         except ModuleNotFoundError as err:
             raise ValueError(f"pabee serve needs {err.name}: pip install 'pabee[serving]'") from None
-        settings = ServeSettings(
-            host=args.host, port=args.port, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
-            max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms, max_queue=args.max_queue,
-            max_inputs=args.max_inputs, max_input_bytes=args.max_input_bytes, model_name=str(args.model),
-        )
+        model = ModelSettings(**typed_values(args, ModelSettings))
+        given = typed_values(args, ServeSettings)
+        given["api_key"] = given.get("api_key") or os.environ.get(API_KEY_ENV) or None
+        settings = ServeSettings(**given, model_name=str(model.model))
         from ..cli_predict import load_predictor
 
-        predictor = load_predictor(args, batch_size=args.max_batch_size)
+        predictor = load_predictor(model, batch_size=settings.max_batch_size)
         app = create_app(predictor, settings)
         logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
-        logging.getLogger("pabee").setLevel(args.log_level.upper())
+        logging.getLogger("pabee").setLevel(settings.log_level.upper())
         if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
             logging.getLogger("pabee").warning("listening on %s without an API key", settings.host)
         sock = bind_socket(settings.host, settings.port)
         host, port = sock.getsockname()[:2]
-        print(f"pabee serve: {args.model} on http://{_url_host(host)}:{port} (exit rule {predictor.exit_rule}, "
+        print(f"pabee serve: {model.model} on http://{_url_host(host)}:{port} (exit rule {predictor.exit_rule}, "
               f"backend {predictor.backend.name})", file=sys.stderr, flush=True)
-        config = uvicorn.Config(app, log_level=args.log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
+        config = uvicorn.Config(app, log_level=settings.log_level, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS)
         uvicorn.Server(config).run(sockets=[sock])
     except _Terminated:
         return 0

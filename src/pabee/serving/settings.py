@@ -1,10 +1,36 @@
-"""The server's settings: one dataclass holding defaults and validation, read by the CLI and the app."""
+"""The server's settings: one dataclass holding defaults, help and validation, read by the CLI and the app.
+
+``pabee serve``'s flags are generated from the fields (:mod:`pabee.cli_args`), together with the model's
+(:class:`pabee.predict_settings.ModelSettings`).
+"""
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 
+from ..cli import _positive_int
+from ..settings import SERVE, setting
+
 API_KEY_ENV = "PABEE_API_KEY"
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def non_negative_number(text: str) -> float:
+    """A finite number >= 0 (``--max-wait-ms``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _serve_flag(name: str, default, help: str, **kwargs):
+    """A ``pabee serve`` flag spelt ``--max-batch-size``, with ``--max_batch_size`` as its alias."""
+    return setting(default, help=help, flag=f"--{name.replace('_', '-')}", aliases=(f"--{name}",),
+                   fronts=(SERVE,), **kwargs)
 
 
 @dataclass
@@ -19,18 +45,25 @@ class ServeSettings:
         max_queue: most inputs waiting for the model; a request that does not fit gets 429.
         max_inputs: most inputs in one request (more: 413).
         max_input_bytes: largest request body in bytes (more: 413).
+        log_level: the level of pabee's and uvicorn's logs.
         model_name: what ``/info`` calls the model (the folder it was loaded from).
     """
 
-    host: str = "127.0.0.1"
-    port: int = 8080
-    api_key: str | None = None
-    max_batch_size: int = 32
-    max_wait_ms: float = 5.0
-    max_queue: int = 1024
-    max_inputs: int = 256
-    max_input_bytes: int = 2 * 1024 * 1024
-    model_name: str = ""
+    host: str = setting("127.0.0.1", fronts=(SERVE,), help="address to bind (default: loopback only)")
+    port: int = setting(8080, fronts=(SERVE,), help="port to listen on (0: any free port)")
+    api_key: str | None = _serve_flag(
+        "api_key", None,
+        help=f"require Authorization: Bearer <key> on every endpoint but /health (default: ${API_KEY_ENV} if set)")
+    max_batch_size: int = _serve_flag("max_batch_size", 32, parse=_positive_int, help="most inputs per model call")
+    max_wait_ms: float = _serve_flag("max_wait_ms", 5.0, parse=non_negative_number,
+                                     help="how long an input waits for others to fill a batch")
+    max_queue: int = _serve_flag("max_queue", 1024, parse=_positive_int,
+                                 help="most inputs waiting; a request that does not fit gets 429")
+    max_inputs: int = _serve_flag("max_inputs", 256, parse=_positive_int, help="most inputs in one request (more: 413)")
+    max_input_bytes: int = _serve_flag("max_input_bytes", 2 * 1024 * 1024, parse=_positive_int,
+                                       help="largest request body (more: 413)")
+    log_level: str = _serve_flag("log_level", "info", choices=LOG_LEVELS, help="log level")
+    model_name: str = setting("", fronts=(), help="what /info calls the model (the folder it was loaded from)")
 
     def __post_init__(self) -> None:
         for name in ("max_batch_size", "max_queue", "max_inputs", "max_input_bytes"):
@@ -48,3 +81,5 @@ class ServeSettings:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}")
