@@ -22,10 +22,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pabee import PabeeForSequenceClassification
-from pabee.data import read_glue_split
+from pabee.data import default_model_path, find_glue_dir, read_glue_split
 from pabee.features import pad_batch, tokenize_examples
 from pabee.metrics import compute_metrics
-from pabee.runner import default_model_path, find_glue_dir
 from pabee.tasks import get_task
 
 

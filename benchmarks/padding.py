@@ -18,10 +18,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer
 
-from pabee.data import read_glue_split
+from pabee.data import find_glue_dir, read_glue_split
 from pabee.features import Features, tokenize_examples
 from pabee.modeling import PabeeForSequenceClassification
-from pabee.runner import find_glue_dir
 from pabee.tasks import get_task
 from pabee.timing import time_interleaved_batches
 

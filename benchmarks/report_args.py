@@ -12,7 +12,7 @@ from pathlib import Path
 from transformers import AutoConfig
 
 from pabee.backbones import get_driver
-from pabee.runner import default_model_path
+from pabee.data import default_model_path
 from pabee.tasks import TaskSpec, get_task
 
 from .report_plan import (

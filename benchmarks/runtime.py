@@ -45,10 +45,13 @@ from benchmarks.runtime_render import render_markdown  # noqa: E402
 from benchmarks.speed import glue_task  # noqa: E402
 from pabee.cli import parse_int_list  # noqa: E402
 from pabee.config import is_pabee_folder  # noqa: E402
-from pabee.data import DataError, read_glue_split  # noqa: E402
+from pabee.data import (  # noqa: E402
+    DataError,
+    find_glue_dir,  # noqa: E402
+    read_glue_split,
+)
 from pabee.features import tokenize_examples  # noqa: E402
 from pabee.modeling import PabeeForSequenceClassification  # noqa: E402
-from pabee.runner import find_glue_dir  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RTE_DEV_SIZE = 277

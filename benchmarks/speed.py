@@ -49,9 +49,8 @@ from benchmarks.speed_measure import (  # noqa: E402
 from benchmarks.speed_render import render_markdown  # noqa: E402
 from pabee.cli import parse_int_list  # noqa: E402
 from pabee.config import is_pabee_folder  # noqa: E402
-from pabee.data import DataError, read_glue_split  # noqa: E402
+from pabee.data import DataError, default_model_path, find_glue_dir, read_glue_split  # noqa: E402  # noqa: E402
 from pabee.modeling import PabeeForSequenceClassification  # noqa: E402
-from pabee.runner import default_model_path, find_glue_dir  # noqa: E402
 from pabee.tasks import TaskSpec, get_task  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -116,7 +116,7 @@ def model_source(settings: RunSettings) -> str:
             settings.output_dir, "give --model_name_or_path: a model folder written by pabee train"
         )
     if not settings.do_train:
-        _checkpoints_to_evaluate(settings)  # a plain encoder, or an unfinished training, is refused here
+        _checkpoints_to_evaluate(settings, quiet=True)  # a plain encoder, or an unfinished training, is refused here
     if is_pabee_folder(source):
         PabeeConfig.load(source)  # a damaged pabee_config.json, too
     if settings.tokenizer_name:
@@ -124,7 +124,7 @@ def model_source(settings: RunSettings) -> str:
     return source
 
 
-def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
+def _checkpoints_to_evaluate(settings: RunSettings, quiet: bool = False) -> list[tuple[str, str]]:
     """(name, path) pairs: every checkpoint-N under output_dir (with --eval_all_checkpoints), then the model.
 
     The last checkpoint is left out when it holds the same model as the final one (same weights digest): it
@@ -145,8 +145,9 @@ def _checkpoints_to_evaluate(settings: RunSettings) -> list[tuple[str, str]]:
                 steps.append((int(match.group(1)), child))
         found = [(child.name, str(child)) for _, child in sorted(steps)]
         if found and _same_model(found[-1][1], target):
-            logger.info("%s holds the same weights as the final model (%s): evaluating them once, as \"final\"",
-                        found[-1][0], target)
+            if not quiet:
+                logger.info("%s holds the same weights as the final model (%s): evaluating them once, as \"final\"",
+                            found[-1][0], target)
             found.pop()
     found.append(("final", str(target)))
     return found
