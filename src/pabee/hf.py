@@ -89,8 +89,13 @@ def register_config() -> None:
 
 def register_auto_classes() -> None:
     """Register pabee with transformers' ``AutoConfig`` and ``AutoModelForSequenceClassification`` (idempotent)."""
+    import sys
+
     from transformers import AutoModelForSequenceClassification
 
+    importing = sys.modules.get(f"{__package__}.modeling")
+    if importing is not None and not hasattr(importing, "PabeeForSequenceClassification"):
+        return  # pabee.modeling is being imported (its imports loaded transformers): it registers itself at its end
     from .modeling import PabeeForSequenceClassification
 
     register_config()
