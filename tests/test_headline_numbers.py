@@ -101,3 +101,25 @@ def test_the_table_shows_the_pinned_numbers(records):
     assert rule.split()[-6:] == ["4.50/6", "1.33", "25.0%", "1.32", "210.5", "4"]
     assert full.split()[-6:] == ["6.00/6", "1.00", "0.0%", "1.00", "160.0", "4"]
 
+
+
+def test_the_sweep_reads_the_device_aware_clock(monkeypatch):
+    """evaluate_exit_rules times with pabee.timing.timer_for(device) (which synchronises CUDA before each
+    reading), not with a bare perf_counter: with the clock handed out there, the pinned figures still come out."""
+    import pabee.evaluate
+
+    clock = FakeClock()
+    devices = []
+
+    def fake_timer_for(device=None):
+        devices.append(device)
+        return clock
+
+    monkeypatch.setattr(pabee.evaluate, "timer_for", fake_timer_for)
+    model = StandInModel(clock)
+    features = Features([[10 + k, 3, 3] for k in range(4)], None, [1, 1, 0, 1])
+    out = evaluate_exit_rules(model, features, get_task("rte"), [RULE], 4, "final", "dev", warmup=False,
+                              timing_rounds=2)
+    assert devices == [torch.device("cpu")]
+    by_rule = {r.exit_rule + str(r.exit_value): r for r in out}
+    assert by_rule["patience2"].wall_speedup == pytest.approx(25 / 19)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from .records import RESULTS_NAME as RESULTS_NAME  # re-exported: callers import
 from .records import RecordStore, add_timing_spread, record_key
 from .tables import format_table as format_table  # re-exported: the old home
 from .tasks import TaskSpec
-from .timing import interleaved_blocks
+from .timing import interleaved_blocks, timer_for
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +98,15 @@ def predict(
 
         name = f"patience {patience}" if exit_rule is None else to_exit_rule(exit_rule).label
         iterator = tqdm(batches, desc=f"eval {name}", leave=False, unit="batch")
-    start = time.perf_counter()
+    clock = timer_for(device)  # CUDA: synchronised before each reading
+    start = clock()
     with torch.inference_mode():
         for indices, batch in iterator:
             batch = {k: v.to(device) for k, v in batch.items()}
             out = model(**batch, **rule_kwargs, regression_threshold=regression_threshold)
             logits[indices] = out.logits.float().cpu().numpy()
             exits[indices] = out.exit_layers.cpu().numpy()
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     model.train(was_training)
     return Predictions(logits, exits, seconds)
 
@@ -161,6 +161,7 @@ def evaluate_exit_rules(
 
         bar = tqdm(total=timing_rounds * len(batches) * len(rules), desc=f"eval {len(rules)} rules, bs {batch_size}",
                    leave=False, unit="batch")
+    clock = timer_for(device)  # CUDA: synchronised before each reading, so a call's time includes its kernels
     with torch.inference_mode():
         if warmup:  # an untimed pass over the first batch, so no timed call pays for lazy initialisation
             for rule in rules:
@@ -170,9 +171,9 @@ def evaluate_exit_rules(
             totals = dict.fromkeys(rules, 0.0)
             for rule, group in interleaved_blocks(rules, batches, block):
                 for indices, batch in group:
-                    start = time.perf_counter()
+                    start = clock()
                     out = model(**batch, exit_rule=rule, regression_threshold=regression_threshold)
-                    totals[rule] += time.perf_counter() - start
+                    totals[rule] += clock() - start
                     if round_index == 0:
                         logits, exits = outputs[rule]
                         logits[indices] = out.logits.float().cpu().numpy()
