@@ -59,14 +59,26 @@ def _number_list(text: str) -> list[float]:
     return values
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def int_at_least(minimum: int, flag: str | None = None):
+    """An argparse type: an integer >= ``minimum``. Its one-line error names ``flag`` when given."""
+    if flag:
+        what = f"{flag} must be an integer >= {minimum}"
+    else:
+        what = "expected a positive integer" if minimum == 1 else f"expected an integer >= {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = int_at_least(1)
 
 
 def _add_exit_rule_arguments(p: argparse.ArgumentParser) -> None:

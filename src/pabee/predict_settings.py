@@ -10,7 +10,7 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .cli import _positive_int
+from .cli import _positive_int, int_at_least
 from .settings import PREDICT_TEXT, SERVE, setting
 
 if TYPE_CHECKING:
@@ -19,15 +19,7 @@ if TYPE_CHECKING:
 SAVED_MODEL = (PREDICT_TEXT, SERVE)
 
 
-def patience_count(text: str) -> int:
-    """``--patience``: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--patience must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"--patience must be an integer >= 0, got {text!r}")
-    return value
+patience_count = int_at_least(0, "--patience")  # --patience: an integer >= 0
 
 
 def exit_rule_text(text: str) -> ExitRule:

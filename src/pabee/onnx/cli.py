@@ -8,17 +8,9 @@ import logging
 import os
 import sys
 
-from ..cli import _Parser
+from ..cli import _Parser, int_at_least
 
-
-def _opset(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--opset must be an integer, got {text!r}") from None
-    if value < 14:
-        raise argparse.ArgumentTypeError(f"--opset must be >= 14, got {value}")
-    return value
+_opset = int_at_least(14, "--opset")  # the dynamic-axis ops pabee needs exist from opset 14
 
 
 def export_parser() -> argparse.ArgumentParser:
