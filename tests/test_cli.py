@@ -6,18 +6,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import GLUE_TASKS, save_tiny_bert, write_glue_task
+from fixtures import GLUE_TASKS, write_glue_task
 
 from pabee.cli import main, seed_main
 from pabee.data import read_glue_split
 
 REPO = Path(__file__).resolve().parents[1]
 QUIET = ["--disable_tqdm"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 @pytest.fixture(scope="module")

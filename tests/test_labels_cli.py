@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fixtures import WORDS, save_tiny_bert, write_glue_task
+from fixtures import WORDS, write_glue_task
 from transformers import AutoTokenizer, RobertaConfig, RobertaModel
 
 import pabee.run_inputs
@@ -16,11 +16,6 @@ from pabee.cli import main
 from pabee.modeling import PabeeForSequenceClassification
 
 QUIET = ["--disable_tqdm"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
 
 
 def texts(n, seed=0, longest=9):

@@ -21,11 +21,6 @@ QUIET = ["--disable_tqdm"]
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
 def rte(tmp_path_factory):
     return write_glue_task(tmp_path_factory.mktemp("glue"), "RTE")
 

@@ -13,11 +13,6 @@ QUIET = ["--disable_tqdm"]
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
 def glue_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("glue")
     for task in ("RTE", "SST-2"):
