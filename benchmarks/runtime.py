@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-sizes", type=lambda t: parse_int_list(t, "--batch-sizes"), default=[1, 32])
     parser.add_argument("--threads", type=int, default=None,
                         help="intra-op threads of torch and of every ONNX Runtime session (default: torch's)")
+    parser.add_argument("--no-spinning", action="store_true",
+                        help="ONNX Runtime worker threads that never spin (session.intra_op.allow_spinning=0), for "
+                             "every ONNX session alike (default: they spin during a run and stop at its end)")
     parser.add_argument("--repeats", type=int, default=None, help="timed rounds (default 3; --quick: 1)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed warm-up rounds")
     parser.add_argument("--max-seq-length", type=int, default=128)
@@ -182,12 +185,13 @@ def run_model(args: argparse.Namespace, argv: list[str]) -> dict:
             "num_labels": model.num_labels, "pooling": model.pabee_config.pooling,
             "attn_implementation": getattr(model.config, "_attn_implementation", None),
         },
-        "exports": {"seconds": exports["seconds"], "mib": exports["mib"]},
+        "exports": {"seconds": exports["seconds"], "mib": exports["mib"], "int8_settings": exports["int8_settings"]},
         "data": {"tsv": str(folder / f"{split}.tsv"), "task": args.task.folder, "split": split,
                  "num_examples": len(features), "max_seq_length": args.max_seq_length,
                  "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
                  "main_metric": args.task.main_metric},
         "settings": {"patience": args.patience, "batch_sizes": args.batch_sizes, "threads": args.threads,
+                     "onnx_spinning": not args.no_spinning,
                      "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
                      "block_examples": args.block_examples, "max_contention": args.max_contention,
                      "max_retries": args.max_retries, "quiet_timeout_s": args.quiet_timeout},

@@ -17,7 +17,7 @@ import torch
 
 from pabee.features import Features, pad_batch
 from pabee.metrics import compute_metrics
-from pabee.onnx.export import export_full_depth_graph, export_onnx, load_model_for_export
+from pabee.onnx.export import INT8_SETTINGS, export_full_depth_graph, export_onnx, load_model_for_export
 from pabee.onnx.runtime import PabeeOnnxModel, load_session
 from pabee.tasks import TaskSpec
 from pabee.timing import TimingResult, mean_std, paired_ratios, time_interleaved_batches
@@ -51,8 +51,9 @@ def make_batches(features: Features, batch_size: int, pad_token_id: int, token_t
 
 
 def export_all(run_dir: str, folder: Path, log: Callable[[str], None]) -> dict:
-    """pabee exports (fp32, int8) and plain single-graph exports (fp32, int8) of ``run_dir`` into ``folder``:
-    {"paths": ..., "seconds": ..., "mib": ...}."""
+    """pabee exports (fp32, int8) and plain single-graph exports (fp32, int8) of ``run_dir`` into ``folder``, both
+    int8 ones quantized with the same settings (:data:`pabee.onnx.export.INT8_SETTINGS`, what ``pabee export
+    --quantize int8`` uses): {"paths": ..., "seconds": ..., "mib": ..., "int8_settings": ...}."""
     folder.mkdir(parents=True, exist_ok=True)
     paths, seconds, sizes = {}, {}, {}
     for precision in PRECISIONS:
@@ -70,10 +71,10 @@ def export_all(run_dir: str, folder: Path, log: Callable[[str], None]) -> dict:
         paths[f"full-{precision}"] = str(path)
         sizes[f"full-{precision}"] = path.stat().st_size / 2**20
     log("exported: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
-    return {"paths": paths, "seconds": seconds, "mib": sizes}
+    return {"paths": paths, "seconds": seconds, "mib": sizes, "int8_settings": dict(INT8_SETTINGS)}
 
 
-def build_configs(model, exports: dict, patiences: list[int], threads: int) -> dict[str, dict]:
+def build_configs(model, exports: dict, patiences: list[int], threads: int, spinning: bool = True) -> dict[str, dict]:
     """name -> {"fn": batch -> (logits, exit layers or None), "backend", "precision", "patience", "reference"}."""
     configs: dict[str, dict] = {}
 
@@ -87,7 +88,7 @@ def build_configs(model, exports: dict, patiences: list[int], threads: int) -> d
     for p in [0, *patiences]:
         configs[f"torch p{p}"] = {"fn": torch_fn(p), "backend": "torch", "precision": "fp32", "patience": p}
     for precision in PRECISIONS:
-        session = load_session(exports["paths"][f"full-{precision}"], threads)
+        session = load_session(exports["paths"][f"full-{precision}"], threads, spinning=spinning)
 
         def full_fn(batch: Batch, session=session):
             return session.run(["logits"], batch.arrays)[0], None
@@ -95,7 +96,8 @@ def build_configs(model, exports: dict, patiences: list[int], threads: int) -> d
         configs[f"onnx-full {precision}"] = {"fn": full_fn, "backend": "onnx-full", "precision": precision,
                                              "patience": 0}
     for precision in PRECISIONS:
-        onnx_model = PabeeOnnxModel.from_pretrained(exports["paths"][f"pabee-{precision}"], threads=threads)
+        onnx_model = PabeeOnnxModel.from_pretrained(exports["paths"][f"pabee-{precision}"], threads=threads,
+                                                    spinning=spinning)
         for p in [0, *patiences]:
             def pabee_fn(batch: Batch, onnx_model=onnx_model, p=p):
                 out = onnx_model(**batch.arrays, patience=p)
@@ -128,7 +130,7 @@ def _ratio(reference: TimingResult, t: TimingResult) -> dict:
 def measure(args, model, task: TaskSpec, features: Features, pad_token_id: int, exports: dict, log) -> dict:
     """Every configuration at every batch size: metric, mean exit layer, examples per second and speed-ups."""
     L, n = model.num_layers, len(features)
-    configs = build_configs(model, exports, args.patience, args.threads)
+    configs = build_configs(model, exports, args.patience, args.threads, not args.no_spinning)
     token_types = model.driver.uses_token_type_ids
     probe = cpu_stall_seconds if cpu_stall_seconds() is not None else None
     results, timing_rounds = [], []

@@ -61,6 +61,17 @@ def reading(run: dict) -> list[str]:
     return out
 
 
+def int8_text(run: dict) -> str:
+    """The int8 quantization settings of a run's exports (runs recorded before they were: the old defaults)."""
+    q = run["exports"].get("int8_settings")
+    if q is None:
+        return "one weight scale per tensor, 8-bit weights (the settings before per-channel quantization)"
+    scales = "one weight scale per output channel" if q["per_channel"] else "one weight scale per tensor"
+    bits = "7-bit weights (reduce_range)" if q["reduce_range"] else "8-bit weights"
+    return (f"{q['weight_type']} {', '.join(q['op_types'])} weights, {scales}, {bits}, activations quantized per "
+            "tensor at run time")
+
+
 def contention_text(run: dict) -> str:
     if not run.get("contention_measured"):
         return "CPU pressure (Linux PSI) not available: rounds were not checked for competing processes."
@@ -82,7 +93,7 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(ratio=ratio)
     env.globals.update(rows_at=rows_at, reading=reading, metric=metric, contention_text=contention_text,
-                       caches_text=caches_text)
+                       caches_text=caches_text, int8_text=int8_text)
     return env
 
 

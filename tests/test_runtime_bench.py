@@ -9,6 +9,7 @@ from fixtures import write_glue_task
 from run_fixtures import save_tiny_run
 
 from benchmarks import runtime as bench
+from pabee.onnx.export import INT8_SETTINGS
 
 
 def test_smoke_run_then_render_only(tmp_path):
@@ -36,8 +37,18 @@ def test_smoke_run_then_render_only(tmp_path):
             assert row["agreement_with_torch_full_depth"] == 1.0
     page = out_md.read_text()
     assert "python benchmarks/runtime.py --model" in page and "### Batch size 4" in page
+    # the plain int8 baseline is quantized like pabee export's layer graphs, and the page says how
+    assert run_report["exports"]["int8_settings"] == INT8_SETTINGS
+    assert "one weight scale per output channel, 7-bit weights" in page
     assert "pabee-onnx int8 p1" in page and "--quick smoke run" in page
 
     out_md.unlink()
     assert bench.main(["--render-only", "--output", str(out_json), "--markdown", str(out_md)]) == 0
     assert out_md.read_text() == page
+
+
+def test_runs_recorded_before_int8_settings_render_the_old_defaults():
+    from benchmarks.runtime_render import int8_text
+
+    assert int8_text({"exports": {"mib": {}}}).startswith("one weight scale per tensor, 8-bit weights")
+    assert "per output channel" in int8_text({"exports": {"int8_settings": INT8_SETTINGS}})

@@ -23,7 +23,8 @@ def export_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", metavar="RUN_DIR", help="a folder saved by pabee train (model and tokenizer)")
     p.add_argument("out_dir", metavar="OUT_DIR", help="the folder to write (must be new, empty or an earlier export)")
     p.add_argument("--quantize", choices=("int8",), default=None,
-                   help="int8: dynamic int8 quantization of the layer graphs (ONNX Runtime's quantize_dynamic)")
+                   help="int8: dynamic int8 quantization of the layer graphs (ONNX Runtime's quantize_dynamic: "
+                        "int8 weights with a scale per output channel, activations quantized at run time)")
     p.add_argument("--opset", type=_opset, default=None, help="ONNX opset of the graphs (default 17)")
     p.add_argument("--exporter", choices=("torchscript", "dynamo"), default="torchscript",
                    help="torch.onnx exporter: torchscript (tracing, seconds per graph) or dynamo (torch.export); "
@@ -59,7 +60,11 @@ def describe_export(folder, manifest: dict) -> str:
     """A few lines saying what an export holds."""
     graphs = dict.fromkeys(entry["graph"] for entry in manifest["layers"])
     size = sum(manifest["files"].values()) / 2**20
-    precision = (manifest.get("quantization") or {}).get("precision", "fp32")
+    quantization = manifest.get("quantization") or {}
+    precision = quantization.get("precision", "fp32")
+    if quantization:
+        precision += (" (" + ("per-channel" if quantization.get("per_channel") else "per-tensor")
+                      + (", 7-bit" if quantization.get("reduce_range") else "") + " weights)")
     checks = manifest.get("check", {})
     lines = [
         f"exported {manifest.get('source')} -> {folder}",

@@ -7,9 +7,13 @@
 * :class:`FullDepthGraph`: the whole network at full depth in one graph (embeddings, every layer, the last
   classifier): the plain export a user would otherwise deploy, used as the benchmark's baseline.
 
-Each graph takes the plain 0/1 attention mask and builds the additive mask itself, the form the backbones' eager
-attention adds to the attention scores; a runtime therefore passes the same (B, S) mask to every graph. MPNet's
-relative position bias is computed inside each layer graph from the sequence length.
+What depends only on the mask and the sequence length is computed once per batch, not in every layer graph: the
+layer graphs take the additive attention mask (:func:`additive_mask`, the form the backbones' eager attention adds
+to the attention scores) and, with mean pooling, the pooling weights (``model._pool_input``) as inputs, which a
+runtime computes from the (B, S) 0/1 mask (:mod:`pabee.onnx.runtime`); MPNet's relative position bias
+(1, heads, S, S), which depends only on the sequence length, is a second output of the embeddings graph and an input
+of every layer graph. :func:`layer_graph_inputs` and :func:`embeddings_graph_outputs` name them for a model.
+:class:`FullDepthGraph` takes the plain mask and computes everything itself, like any single-graph export.
 """
 
 from __future__ import annotations
@@ -24,23 +28,48 @@ def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Ten
     return (1.0 - keep) * torch.finfo(dtype).min
 
 
+def has_position_bias(model) -> bool:
+    """True when the driver gives every layer a per-forward extra input (MPNet's relative position bias, which
+    depends only on the sequence length); asked of the driver on a 2-position probe."""
+    with torch.no_grad():
+        return model.driver.layer_extra(model.backbone, torch.zeros(1, 2, 1)) is not None
+
+
+def embeddings_graph_outputs(model) -> list[str]:
+    """The embeddings graph's outputs: hidden_states, and position_bias where the layers take one (MPNet)."""
+    return ["hidden_states"] + (["position_bias"] if has_position_bias(model) else [])
+
+
+def layer_graph_inputs(model) -> list[str]:
+    """A layer graph's inputs: hidden_states (B,S,H), attention_bias (B,1,1,S) (the additive mask), pool_weights
+    (B,1,S) with mean pooling (1/n on each row's n unpadded positions), position_bias (1,heads,S,S) for MPNet."""
+    return (["hidden_states", "attention_bias"] + (["pool_weights"] if model.pabee_config.pooling == "mean" else [])
+            + (["position_bias"] if has_position_bias(model) else []))
+
+
 class EmbeddingsGraph(nn.Module):
-    """input_ids (B,S) [, token_type_ids (B,S)] -> hidden_states (B,S,H)."""
+    """input_ids (B,S) [, token_type_ids (B,S)] -> hidden_states (B,S,H) [, position_bias (1,heads,S,S)]."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
+        self.position_bias = has_position_bias(model)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model.driver.embed(self.model.backbone, input_ids, token_type_ids)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None = None):
+        model = self.model
+        hidden = model.driver.embed(model.backbone, input_ids, token_type_ids)
+        if not self.position_bias:
+            return hidden
+        return hidden, model.driver.layer_extra(model.backbone, hidden)
 
 
 class LayerGraph(nn.Module):
-    """hidden_states (B,S,H), attention_mask (B,S) -> (hidden_states of the next layer, logits (B,K,C)).
+    """The inputs :func:`layer_graph_inputs` names, in that order -> (hidden_states of the next layer, logits
+    (B,K,C)).
 
     ``layer`` is one module of ``driver.layers(backbone)``; ``heads`` are the indices of the layers that run it
-    (their classifiers' logits come out in that order). Pooling is the model's own (``_pool_input`` and
-    ``_classify``: mean pooling with the mask's averaging weights, or the cls pooler).
+    (their classifiers' logits come out in that order). Pooling is the model's own ``_classify``: mean pooling with
+    the given averaging weights, or the cls pooler.
     """
 
     def __init__(self, model, layer: nn.Module, heads: list[int]):
@@ -48,13 +77,14 @@ class LayerGraph(nn.Module):
         self.model = model
         self.layer = layer
         self.heads = list(heads)
+        self.inputs = layer_graph_inputs(model)
 
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        named = dict(zip(self.inputs, inputs))
         model = self.model
-        driver = model.driver
-        extra = driver.layer_extra(model.backbone, hidden)
-        hidden = driver.run_layer(self.layer, hidden, additive_mask(attention_mask, hidden.dtype), extra)
-        pool = model._pool_input(hidden, attention_mask)
+        hidden = model.driver.run_layer(self.layer, named["hidden_states"], named["attention_bias"],
+                                        named.get("position_bias"))
+        pool = named.get("pool_weights")
         logits = [model._classify(model.classifiers[i], hidden, pool) for i in self.heads]
         return hidden, torch.stack(logits, dim=1)
 

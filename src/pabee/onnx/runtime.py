@@ -21,11 +21,13 @@ import onnxruntime as ort
 from ..early_exit import run_early_exit
 from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold, resolve_exit_rule
 from . import MANIFEST_NAME, is_onnx_export
+from .layer_inputs import cut_feed, first_feed
 
 FORMAT = "pabee-onnx"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: mask-derived inputs and MPNet's position bias computed once per batch (1: in every layer)
 EMBEDDING_INPUTS = ("input_ids", "token_type_ids")
-LAYER_INPUTS = ("hidden_states", "attention_mask")
+EMBEDDING_OUTPUTS = ("hidden_states",)  # format 2 adds "position_bias" where the layers take one (MPNet)
+LAYER_INPUTS = ("hidden_states", "attention_mask")  # format 1; format 2 lists its own in the manifest
 LAYER_OUTPUTS = ("next_hidden_states", "logits")
 
 
@@ -42,16 +44,24 @@ def default_threads() -> int:
     return value if value > 0 else 0
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
     """ONNX Runtime options: ``threads`` intra-op threads (None: :func:`default_threads`; 0: ONNX Runtime's
     default), one inter-op thread (the graphs run one after another), sequential execution, every graph
-    optimization, and worker threads that stop spinning as soon as a run ends.
+    optimization, and worker threads that stop spinning as soon as a run ends. ``spinning=False``: workers that
+    never spin but sleep until there is work; with 2 threads on a 2-core CPU that other processes kept busy, this
+    ran the plain single graph 2x and the layer graphs 3x faster (int8, batch size 1); what it costs on an idle CPU
+    is what ``benchmarks/runtime.py --no-spinning`` measures.
 
     The last one matters for early exit: the graphs of one model run one after another, and by default the workers
     of the graph that just finished keep spinning, waiting for more work, while the next graph's workers start;
     they then fight for the cores (measured on a busy 2-core machine: 3-4x slower than the same computation in
     one graph, 2 threads each). With the workers stopped at the end of each run, the layer graphs in a row ran
     about as fast as the one graph there.
+
+    Every session also takes its CPU memory from one arena shared by the process (:func:`shared_cpu_arena`)
+    instead of an arena of its own: the next layer graph then reuses the buffers the previous one just freed,
+    still in the CPU caches (measured on MiniLM-L6 at batch size 1, one thread: int8 layer graphs in a row about
+    5 % faster, fp32 within the noise).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be an integer >= 0 (0: ONNX Runtime's default), got {threads!r}")
@@ -61,17 +71,38 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.add_session_config_entry("session.force_spinning_stop", "1")
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if shared_cpu_arena():
+        options.add_session_config_entry("session.use_env_allocators", "1")
     options.log_severity_level = 3  # errors only: a CPU-only machine is not worth a warning per session
     return options
 
 
+_SHARED_ARENA: list[bool] = []  # [registered?] once the first session options are made
+
+
+def shared_cpu_arena() -> bool:
+    """Register, once per process, a CPU arena allocator with ONNX Runtime's environment, for the sessions whose
+    options ask for the environment's allocators; False when this onnxruntime cannot register one (the sessions
+    then keep their own arenas)."""
+    if not _SHARED_ARENA:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        try:
+            ort.create_and_register_allocator(info, None)  # (a second registration is accepted, not raised)
+            _SHARED_ARENA.append(True)
+        except Exception:  # onnxruntime's own exception types: an old or unusual build
+            _SHARED_ARENA.append(False)
+    return _SHARED_ARENA[0]
+
+
 def load_session(
-    path: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+    path: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None, spinning: bool = True
 ) -> ort.InferenceSession:
     """An inference session on the graph at ``path`` (options: :func:`session_options`); a one-line ValueError
     naming the file when it is missing or not a loadable ONNX graph."""
     path = Path(path)
-    options = session_options(threads)
+    options = session_options(threads, spinning)
     if not path.is_file():
         raise ValueError(f"{path} is missing: export the model again with pabee export")
     try:
@@ -85,31 +116,40 @@ def load_session(
 
 
 class OnnxState:
-    """The running rows: hidden (A,S,H) float32, mask (A,S) int64, and the logits (A,C) of the layer just run."""
+    """The running rows: hidden (A,S,H) float32, mask (A,S) int64, the logits (A,C) of the layer just run, and
+    ``feed``, the layer graphs' inputs by name (hidden_states among them), made once per batch and cut down when
+    rows leave."""
 
-    __slots__ = ("hidden", "mask", "logits")
+    __slots__ = ("hidden", "mask", "logits", "feed")
 
-    def __init__(self, hidden: np.ndarray, mask: np.ndarray):
+    def __init__(self, hidden: np.ndarray, mask: np.ndarray, feed: dict[str, np.ndarray] | None = None):
         self.hidden = hidden
         self.mask = mask
         self.logits: np.ndarray | None = None
+        self.feed = {} if feed is None else feed
 
 
 class OnnxBackend:
     """:class:`pabee.early_exit.ExitBackend` over the layer graphs: ``layers[i]`` is (session, head), the session
-    of layer i's graph and the position of layer i's classifier among the graph's logits (B,K,C)."""
+    of layer i's graph and the position of layer i's classifier among the graph's logits (B,K,C); ``inputs`` the
+    layer graphs' input names (:data:`LAYER_INPUTS` for a format 1 export; format 2:
+    :func:`pabee.onnx.graphs.layer_graph_inputs`)."""
 
-    def __init__(self, layers: list[tuple[ort.InferenceSession, int]]):
+    def __init__(self, layers: list[tuple[ort.InferenceSession, int]], inputs=LAYER_INPUTS):
         self.num_layers = len(layers)
         self._layers = layers
+        self.inputs = tuple(inputs)
 
-    def start(self, hidden: np.ndarray, mask: np.ndarray) -> OnnxState:
-        """The state entering layer 1: hidden (B,S,H) from the embeddings graph, mask (B,S) 0/1 int64."""
-        return OnnxState(hidden, mask)
+    def start(self, hidden: np.ndarray, mask: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> OnnxState:
+        """The state entering layer 1: hidden (B,S,H) from the embeddings graph, mask (B,S) 0/1 int64, ``extra``
+        the embeddings graph's other outputs by name (position_bias)."""
+        return OnnxState(hidden, mask, first_feed(self.inputs, hidden, mask, extra))
 
     def run_layer(self, i: int, state: OnnxState) -> OnnxState:
         session, head = self._layers[i]
-        state.hidden, logits = session.run(LAYER_OUTPUTS, {"hidden_states": state.hidden, "attention_mask": state.mask})
+        feed = state.feed
+        feed["hidden_states"] = state.hidden
+        state.hidden, logits = session.run(LAYER_OUTPUTS, feed)
         state.logits = logits[:, head]
         return state
 
@@ -117,11 +157,13 @@ class OnnxBackend:
         return state.logits  # the layer graph computed its classifier with the layer
 
     def keep_rows(self, state: OnnxState, keep: np.ndarray) -> OnnxState:
-        hidden, mask = state.hidden[keep], state.mask[keep]
+        rows = np.flatnonzero(keep)
+        mask = state.mask[rows]
         width = needed_length(mask)
-        if width < mask.shape[1]:
-            hidden, mask = np.ascontiguousarray(hidden[:, :width]), np.ascontiguousarray(mask[:, :width])
-        state.hidden, state.mask, state.logits = hidden, mask, None
+        state.mask = np.ascontiguousarray(mask[:, :width])
+        state.hidden = np.ascontiguousarray(state.hidden[rows, :width])  # one copy: rows and columns at once
+        cut_feed(state.feed, rows, width)
+        state.logits = None
         return state
 
 
@@ -161,7 +203,8 @@ class PabeeOnnxModel:
         self.manifest = manifest
         self.threads = threads
         self._embeddings = embeddings
-        self._backend = OnnxBackend(layers)
+        self._embedding_outputs = list(graph_names(manifest)[0])
+        self._backend = OnnxBackend(layers, graph_names(manifest)[1])
         self.num_layers = int(manifest["num_layers"])
         self.num_labels = int(manifest["num_labels"])
         self.id2label = {int(k): str(v) for k, v in manifest["id2label"].items()}
@@ -186,10 +229,12 @@ class PabeeOnnxModel:
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None
+        cls, folder: str | os.PathLike, threads: int | None = None, providers: list[str] | None = None,
+        spinning: bool = True,
     ) -> PabeeOnnxModel:
         """Load the folder ``pabee export`` wrote. ``threads``: intra-op threads of every session (default:
-        :func:`default_threads`); ``providers``: ONNX Runtime execution providers (default: CPU).
+        :func:`default_threads`); ``providers``: ONNX Runtime execution providers (default: CPU); ``spinning``:
+        False for worker threads that never spin (:func:`session_options`).
 
         Raises ValueError (one line, naming the file) for a folder that is not an export, a missing, truncated or
         corrupt graph, or a manifest this version cannot read.
@@ -201,15 +246,17 @@ class PabeeOnnxModel:
         files = manifest["files"]
         for name in dict.fromkeys([manifest["embeddings"], *(entry["graph"] for entry in manifest["layers"])]):
             _check_file(folder, name, files.get(name))
-        embeddings = load_session(folder / manifest["embeddings"], threads, providers)
-        _check_io(embeddings, folder / manifest["embeddings"], EMBEDDING_INPUTS[: 1 + manifest["uses_token_type_ids"]])
+        embedding_outputs, layer_inputs = graph_names(manifest)
+        embeddings = load_session(folder / manifest["embeddings"], threads, providers, spinning)
+        _check_io(embeddings, folder / manifest["embeddings"], EMBEDDING_INPUTS[: 1 + manifest["uses_token_type_ids"]],
+                  embedding_outputs)
         sessions: dict[str, ort.InferenceSession] = {}
         layers = []
         for entry in manifest["layers"]:
             name = entry["graph"]
             if name not in sessions:
-                sessions[name] = load_session(folder / name, threads, providers)
-                _check_io(sessions[name], folder / name, LAYER_INPUTS, LAYER_OUTPUTS)
+                sessions[name] = load_session(folder / name, threads, providers, spinning)
+                _check_io(sessions[name], folder / name, layer_inputs, LAYER_OUTPUTS)
             layers.append((sessions[name], int(entry["head"])))
         return cls(folder, manifest, embeddings, layers, threads)
 
@@ -243,9 +290,10 @@ class PabeeOnnxModel:
         if width < ids.shape[1]:  # trailing padding of every row: never computed
             feed = {k: np.ascontiguousarray(v[:, :width]) for k, v in feed.items()}
             mask = np.ascontiguousarray(mask[:, :width])
-        (hidden,) = self._embeddings.run(["hidden_states"], feed)
+        hidden, *extra = self._embeddings.run(self._embedding_outputs, feed)
         backend = self._backend
-        logits, exit_layers = run_early_exit(backend, rule, backend.start(hidden, mask), ids.shape[0])
+        state = backend.start(hidden, mask, dict(zip(self._embedding_outputs[1:], extra)))
+        logits, exit_layers = run_early_exit(backend, rule, state, ids.shape[0])
         return PabeeOnnxOutput(np.ascontiguousarray(logits, dtype=np.float32), exit_layers)
 
     forward = __call__
@@ -314,6 +362,10 @@ def read_manifest(folder: Path) -> dict:
         isinstance(e, dict) and isinstance(e.get("graph"), str) and isinstance(e.get("head"), int) for e in layers
     ):
         raise ValueError(f"{path}: 'layers' must list num_layers entries {{graph, head}}")
+    for key in ("embedding_outputs", "layer_inputs") if version >= 2 else ():
+        names = manifest.get(key)
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: '{key}' must list the graph's tensor names: export the model again")
     return manifest
 
 
@@ -326,7 +378,13 @@ def _check_file(folder: Path, name: str, size: int | None) -> None:
         raise ValueError(f"{path} has {actual} bytes but the export wrote {size}: the file is corrupt or was replaced")
 
 
-def _check_io(session: ort.InferenceSession, path: Path, inputs, outputs=("hidden_states",)) -> None:
+def graph_names(manifest: dict) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The embeddings graph's outputs and the layer graphs' inputs of an export (format 1: the fixed names)."""
+    return (tuple(manifest.get("embedding_outputs", EMBEDDING_OUTPUTS)),
+            tuple(manifest.get("layer_inputs", LAYER_INPUTS)))
+
+
+def _check_io(session: ort.InferenceSession, path: Path, inputs, outputs=EMBEDDING_OUTPUTS) -> None:
     have_in = tuple(i.name for i in session.get_inputs())
     have_out = tuple(o.name for o in session.get_outputs())
     if have_in != tuple(inputs) or have_out != tuple(outputs):
