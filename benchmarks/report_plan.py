@@ -37,6 +37,7 @@ MODEL_DEFAULTS = {
 # --quick: the same for every model, and fewer dev examples and timing rounds
 QUICK = {"epochs": 1.0, "learning_rate": _LR, "max_train_samples": 200, "batch_size": _BATCH, "precision": "fp32",
          "max_eval_samples": 100, "timing_rounds": 1}
+CHECKPOINT_STEPS = 50  # an interrupted training resumes from its last checkpoint (MPNet-base: ~6 min of steps)
 TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
 MAX_SEEDS = {"minilm": None, "mpnet": 1}  # full report: how many of each task's seeds a model runs (None: all)
 HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
@@ -140,13 +141,15 @@ class ReportConfig:
     ) -> TrainSettings:
         """The training hyper-parameters of every run of ``model`` (only the seed and folder differ between runs).
 
-        Checkpoints are written only at the end (the Trainer always saves one there) and deleted after the run:
-        an interrupted run is trained again from the start, so that its training time stays comparable.
+        A checkpoint is written every :data:`CHECKPOINT_STEPS` steps (only the last one is kept) so that an
+        interrupted run resumes from it (its training time then covers only the last invocation: the run is
+        marked ``resumed``); checkpoints are deleted once the run is trained.
         """
         h = self.hyper[model]
         return TrainSettings(
             output_dir=output_dir, seed=seed, num_train_epochs=h.epochs_for(task), learning_rate=h.learning_rate,
-            per_device_train_batch_size=h.batch_size, save_steps=10**9, disable_tqdm=True,
+            per_device_train_batch_size=h.batch_size, save_steps=CHECKPOINT_STEPS, save_total_limit=1,
+            disable_tqdm=True,
             bf16=h.precision == "bf16",
         )
 

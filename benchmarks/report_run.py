@@ -85,8 +85,15 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
     return "trained"
 
 
-def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSettings:
-    """The runner's settings: train the run (no evaluation), or evaluate the trained model in its folder."""
+def resumable(folder: Path) -> bool:
+    """Whether an unfinished training of this report left a checkpoint in ``folder`` to resume from."""
+    meta = read_json(folder / RUN_META)
+    return isinstance(meta, dict) and "training" not in meta and any(folder.glob("checkpoint-*"))
+
+
+def run_settings(spec: RunSpec, config: ReportConfig, train: bool, resume: bool = False) -> RunSettings:
+    """The runner's settings: train the run (no evaluation; ``resume``: from its last checkpoint), or evaluate the
+    trained model in its folder."""
     folder = str(spec.output_dir)
     common = dict(output_dir=folder, task_name=spec.task.folder, data_dir=config.glue_dir, progress=False)
     if not train:
@@ -95,11 +102,14 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSetting
             eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.hyper[spec.model.name].max_eval_samples,
             timing_rounds=config.timing_rounds,
         )
+    train_settings = config.train_settings(spec.model.name, folder, spec.seed, spec.task)
+    if resume:
+        train_settings.resume_from_checkpoint = "last"
     return RunSettings(
-        **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=True,
+        **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=not resume,
         max_train_samples=config.hyper[spec.model.name].max_train_samples,
         loss_weighting="last" if spec.method == PLAIN else None,
-        train=config.train_settings(spec.model.name, folder, spec.seed, spec.task),
+        train=train_settings,
     )
 
 
@@ -123,14 +133,19 @@ def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool
     folder = spec.output_dir
     taken: dict[str, float] = {}
     if status == "new":
-        shutil.rmtree(folder, ignore_errors=True)  # a run of this report that did not finish: start it afresh
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
+        resume = resumable(folder)  # an interrupted training of this run: continue from its last checkpoint
+        if resume:
+            meta = read_json(folder / RUN_META)
+            meta.setdefault("resumed_from", []).append(sorted(p.name for p in folder.glob("checkpoint-*"))[-1])
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing to resume: start it afresh
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
         write_json(folder / RUN_META, meta)  # from now on the folder is known as this report's
-        taken["train_s"] = run_logged(run_settings(spec, config, train=True), folder)
-        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume training, which the report never does
+        taken["train_s"] = run_logged(run_settings(spec, config, train=True, resume=resume), folder)
+        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume an interrupted training
             shutil.rmtree(checkpoint, ignore_errors=True)
-        meta["train_s"] = taken["train_s"]
+        meta["train_s"] = taken["train_s"]  # after a resume: the last invocation's part only ("resumed_from")
         meta["training"] = {"torch_threads": torch.get_num_threads(), "shard": config.shard_label,
                             "train_only": config.train_only}
         meta["elapsed_s"] += taken["train_s"]
