@@ -4,7 +4,6 @@ commands that make them again (:func:`subset_command`: one table's runs)."""
 
 from __future__ import annotations
 
-import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,9 @@ from pathlib import Path
 from pabee.exit_rules import ExitRule
 from pabee.settings import TrainSettings, default_of
 from pabee.tasks import TaskSpec
+from pabee.tuning import CONFIDENCES as CONFIDENCES  # re-exported: the report's candidates are the library's
+from pabee.tuning import ENTROPY_FRACTIONS as ENTROPY_FRACTIONS  # re-exported (fractions of ln C)
+from pabee.tuning import candidate_exit_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "benchmarks/report.py"
@@ -49,8 +51,6 @@ BATCH_SIZES = (1, 32)
 PLAIN, PABEE = "plain", "pabee"
 METHODS = (PLAIN, PABEE)
 
-ENTROPY_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of ln C, the largest possible entropy
-CONFIDENCES = (0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # only those > 1/C are used
 OTHER_KINDS = ("entropy", "confidence", "layer")  # rules matched to the patience points by layer speed-up
 
 LAYER_SPEEDUP_TARGETS = {"minilm": 1.3, "mpnet": 1.6}
@@ -171,14 +171,9 @@ class ReportConfig:
 
 def exit_rules_for(task: TaskSpec, num_layers: int) -> list[ExitRule]:
     """The rules PABEE is evaluated with: patience and fixed layer 1..L-1, and for classification entropy
-    (fractions of ln C) and confidence (thresholds above 1/C). Full depth is added by the harness."""
-    depths = range(1, num_layers)
-    rules = [ExitRule("patience", t) for t in depths]
-    if not task.is_regression:
-        classes = task.num_labels
-        rules += [ExitRule("entropy", f * math.log(classes)) for f in ENTROPY_FRACTIONS]
-        rules += [ExitRule("confidence", c) for c in CONFIDENCES if c > 1 / classes]
-    return rules + [ExitRule("layer", k) for k in depths]
+    (fractions of ln C) and confidence (thresholds above 1/C), as :func:`pabee.tuning.candidate_exit_rules` lists
+    them. Full depth is added by the harness."""
+    return candidate_exit_rules(task.num_labels, num_layers)
 
 
 def plan_runs(config: ReportConfig) -> list[RunSpec]:

@@ -125,6 +125,8 @@ def pabee_parser() -> argparse.ArgumentParser:
     # listed for --help only: main() hands "serve" to pabee.serving.cli before this parser runs
     sub.add_parser("serve", help="serve a saved model over HTTP (see pabee serve --help)", add_help=False)
     sub.add_parser("export", help="export a trained model to ONNX (see pabee export --help)", add_help=False)
+    sub.add_parser("tune", help="choose and save a trained model's default exit rule (see pabee tune --help)",
+                   add_help=False)
     return p
 
 
@@ -195,6 +197,11 @@ def _execute(settings, prog: str) -> int:
     except KeyboardInterrupt as err:
         print(f"{prog}: {interrupt_message(err, settings)}", file=sys.stderr)
         return 130
+    if result.tuning is not None:
+        from .tune_run import saved_message
+        from .tuning import format_tuning
+
+        print(f"\n{format_tuning(result.tuning)}\n{saved_message(settings.output_dir, result.tuning, result.tuning_file)}")
     print_written(result)
     return 0
 
@@ -283,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int | None:
-    """Run the subcommands that live in their own modules (raw-text predict, serve, export); None for the others."""
+    """Run the subcommands that live in their own modules (raw-text predict, serve, export, tune); None for the
+    others."""
     from .cli_predict import is_raw_text_mode
 
     if is_raw_text_mode(argv):
@@ -298,6 +306,10 @@ def _dispatch(argv: list[str]) -> int | None:
         from .onnx.cli import main as export_main
 
         return export_main(argv[1:])
+    if argv and argv[0] == "tune":
+        from .cli_tune import main as tune_main
+
+        return tune_main(argv[1:])
     return None
 
 

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .exit_defaults import canonical_exit_rule
+from .exit_defaults import default_exit_rule as default_exit_rule  # re-exported: the saved rule, resolved
 from .exit_rules import DEFAULT_REGRESSION_THRESHOLD, check_patience, check_regression_threshold
 from .files import atomic_write_text
 from .losses import LOSS_WEIGHTINGS
@@ -27,7 +29,11 @@ class PabeeConfig:
     """Early-exit settings saved with a model as ``pabee_config.json``.
 
     Attributes:
-        patience: default patience used when ``forward`` gets none (0 = full depth, last classifier).
+        patience: default patience used when ``forward`` gets no rule (0 = full depth, last classifier).
+        exit_rule: default exit rule of any kind, ``"kind:value"`` (e.g. ``"entropy:0.3"``, what ``pabee tune``
+            saves), or None: patience ``patience`` is the default, as in folders saved before this field existed.
+            A patience rule is stored as ``patience`` (``exit_rule="patience:3"`` becomes ``patience=3,
+            exit_rule=None``), so every saved default has one spelling. :func:`default_exit_rule` resolves both.
         regression_threshold: default agreement threshold for regression models (|delta| < threshold).
         loss_weighting: how the classifiers' losses are weighted in training ("linear": i / sum(1..L)).
         classifier_dropout: dropout before every internal classifier (None: the backbone's hidden dropout).
@@ -42,9 +48,14 @@ class PabeeConfig:
     classifier_dropout: float | None = None
     pooling: str = "cls"
     pabee_version: str = ""
+    exit_rule: str | None = None  # last: the fields before it keep their positions
 
     def __post_init__(self) -> None:
         self.patience = check_patience(self.patience)
+        rule = canonical_exit_rule(self.exit_rule)  # ValueError for an invalid rule
+        if rule is not None and rule.kind == "patience":
+            self.patience, rule = int(rule.value), None
+        self.exit_rule = None if rule is None else str(rule)
         self.regression_threshold = check_regression_threshold(self.regression_threshold)
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(

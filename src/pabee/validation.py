@@ -122,3 +122,10 @@ def check_run_settings(s) -> None:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {s.backend!r}")
     if s.threads is not None:
         integer("threads", s.threads, 1, hint=" (leave it out for torch's default)")
+    if s.tune_split is not None:
+        from .data.holdout import check_tune_split
+
+        s.tune_split = check_tune_split(s.tune_split)
+    number("max_drop", s.max_drop, at_least=0)
+    if s.max_drop > 100:
+        raise ValueError(f"--max_drop must be a number of points (metric x 100) from 0 to 100, got {s.max_drop!r}")

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..early_exit import run_early_exit
-from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold, resolve_exit_rule
+from ..exit_defaults import default_exit_rule, resolve_call_rule
+from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold
 from . import MANIFEST_NAME, is_onnx_export
 
 FORMAT = "pabee-onnx"
@@ -152,7 +153,8 @@ class PabeeOnnxModel:
     ``model(input_ids, attention_mask=None, token_type_ids=None, patience=None, exit_rule=None,
     regression_threshold=None)`` returns :class:`PabeeOnnxOutput` (``logits``, ``exit_layers``).
     Attributes: ``manifest`` (the export's ``pabee_onnx.json``), ``num_layers``, ``num_labels``, ``id2label``,
-    ``threads`` (intra-op threads asked for; 0 = ONNX Runtime's default).
+    ``threads`` (intra-op threads asked for; 0 = ONNX Runtime's default), ``default_exit_rule`` (the rule saved
+    with the model, from the manifest's ``pabee_config``: its ``exit_rule``, else its ``patience``).
     """
 
     def __init__(self, folder: Path, manifest: dict, embeddings: ort.InferenceSession,
@@ -168,7 +170,9 @@ class PabeeOnnxModel:
         self.uses_token_type_ids = bool(manifest["uses_token_type_ids"])
         self.max_length = manifest.get("max_length")
         saved = manifest.get("pabee_config", {})
+        self._saved = saved
         self.default_patience = int(saved.get("patience", 0))
+        self.default_exit_rule = default_exit_rule(saved)
         self.default_regression_threshold = check_regression_threshold(
             saved.get("regression_threshold", DEFAULT_REGRESSION_THRESHOLD)
         )
@@ -223,8 +227,8 @@ class PabeeOnnxModel:
         regression_threshold: float | None = None,
     ) -> PabeeOnnxOutput:
         """Early-exit inference on a batch of (B,S) token arrays (int64; lists work too). ``exit_rule`` or
-        ``patience`` as in the torch model (default: the patience saved with the model)."""
-        rule = resolve_exit_rule(exit_rule, patience, self.default_patience, self.num_labels).build(
+        ``patience`` as in the torch model (default: the exit rule saved with the model)."""
+        rule = resolve_call_rule(exit_rule, patience, self._saved, self.num_labels).build(
             self.default_regression_threshold
             if regression_threshold is None
             else check_regression_threshold(regression_threshold)
