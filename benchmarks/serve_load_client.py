@@ -166,7 +166,8 @@ def _samples(text: str) -> dict[str, float]:
 
 def metrics_delta(before: str, after: str) -> dict:
     """What the server did between two ``/metrics`` readings: model calls (``pabee_batch_size`` observations),
-    their mean size, inputs predicted and their mean exit layer (``pabee_exit_layer``)."""
+    their mean size, inputs predicted, their mean exit layer (``pabee_exit_layer``) and the seconds spent in model
+    calls (``pabee_model_busy_seconds_total``; None when the server does not expose it)."""
     b, a = _samples(before), _samples(after)
 
     def delta(name: str) -> float:
@@ -174,8 +175,10 @@ def metrics_delta(before: str, after: str) -> dict:
 
     batches, batch_inputs = delta("pabee_batch_size_count"), delta("pabee_batch_size_sum")
     exits, exit_sum = delta("pabee_exit_layer_count"), delta("pabee_exit_layer_sum")
+    busy = "pabee_model_busy_seconds_total"  # exposed since the work budget (admission.py); None before
     return {
         "batches": int(batches), "inputs": int(delta("pabee_inputs_total")),
         "mean_batch_size": batch_inputs / batches if batches else None,
         "mean_exit_layer": exit_sum / exits if exits else None,
+        "model_busy_s": delta(busy) if busy in a else None,
     }

@@ -68,6 +68,8 @@ def rows(backend: dict) -> list[dict]:
                 "error_kinds": sorted({k for r in mine for k in r["errors"]}),
                 "vs_full": _median(ratios) if setting != "full" else None,
                 "vs_offline": median_rate / offline if median_rate and offline else None,
+                "busy": _median(r["server"].get("model_busy_s") / r["wall_s"] for r in mine
+                                if r["server"].get("model_busy_s") is not None and r["wall_s"]),
                 "server_inputs": sum(r["server"]["inputs"] for r in mine),
                 "client_inputs": sum(r["inputs_ok"] for r in mine),
             })

@@ -84,7 +84,8 @@ def test_metrics_delta_reads_the_batch_size_and_exit_layer_histograms():
     metrics.observe_batch(3, [1, 2, 4], 0)
     metrics.observe_batch(1, [4], 1)
     delta = metrics_delta(before, metrics.render()[0].decode())
-    assert delta == {"batches": 2, "inputs": 4, "mean_batch_size": 2.0, "mean_exit_layer": 11 / 4}
+    assert delta == {"batches": 2, "inputs": 4, "mean_batch_size": 2.0, "mean_exit_layer": 11 / 4,
+                     "model_busy_s": None}  # no work budget watched: no busy-time metric
 
 
 def test_inputs_file_requests_and_one_line_errors(run_dir, tmp_path, capsys):
@@ -168,6 +169,7 @@ def test_quick_run_end_to_end_then_render_only(run_dir, tmp_path):
             if r["setting"] == "full":
                 assert r["mean_exit_layer"] == 4
             assert r["server"]["mean_exit_layer"] == pytest.approx(r["mean_exit_layer"])
+            assert 0 < r["server"]["model_busy_s"] <= r["wall_s"]  # the time the server spent in model calls
     memory = run["memory"]
     assert memory["ok"] == 40 and memory["error_count"] == 0 and memory["backend"] == "torch"
     assert len(memory["rss_samples"]) >= 1 and memory["rss_start_mib"] > 0
