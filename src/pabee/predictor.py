@@ -105,7 +105,7 @@ def saved_exit_rule(pabee_config: Any) -> ExitRule:
     """The exit rule saved with a model: its ``exit_rule`` entry if it has one, else its default patience."""
     rule = getattr(pabee_config, "exit_rule", None)
     if isinstance(rule, dict):
-        rule = ExitRule(rule["kind"], rule["value"])
+        rule = ExitRule(rule["kind"], rule["value"], rule.get("threshold"))
     if rule:
         return to_exit_rule(rule)
     return patience_rule(int(getattr(pabee_config, "patience", 0) or 0))
