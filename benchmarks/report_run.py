@@ -24,7 +24,7 @@ from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
 from pabee.tables import format_group
 
-from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
+from .report_plan import BATCH_SIZES, DISTILL, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
 
 RUN_META = "report_run.json"  # written by this report into every run folder: settings, seconds, conditions
@@ -47,13 +47,19 @@ def value_key(value: float) -> float:
     return round(float(value), 9)
 
 
+def threshold_key(threshold: float | None) -> float | None:
+    """A rule's second setting (the hybrid rule's confidence threshold) as a key; None for the other rules."""
+    return None if threshold is None else value_key(threshold)
+
+
 def record_key(record: dict) -> tuple:
-    return record["split"], record["exit_rule"], value_key(record["exit_value"]), record["batch_size"]
+    return (record["split"], record["exit_rule"], value_key(record["exit_value"]),
+            threshold_key(record.get("exit_threshold")), record["batch_size"])
 
 
 def expected_keys(spec: RunSpec) -> set[tuple]:
-    """(split, rule kind, value, batch size) of every record a finished run has."""
-    return {(split, rule.kind, value_key(rule.value), bs)
+    """(split, rule kind, value, threshold, batch size) of every record a finished run has."""
+    return {(split, rule.kind, value_key(rule.value), threshold_key(rule.threshold), bs)
             for split in spec.task.dev_splits for rule in spec.rules for bs in BATCH_SIZES}
 
 
@@ -109,6 +115,8 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool, resume: bool 
         **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=not resume,
         max_train_samples=config.hyper[spec.model.name].max_train_samples,
         loss_weighting="last" if spec.method == PLAIN else None,
+        distillation_alpha=config.distillation[0] if spec.method == DISTILL else None,
+        distillation_temperature=config.distillation[1] if spec.method == DISTILL else None,
         train=train_settings,
     )
 

@@ -25,7 +25,7 @@ from .exit_rules import (
     check_rule_supported,
 )
 from .hf import PabeeTransformersConfig, register_auto_classes
-from .losses import layer_loss_weights, weighted_layer_loss
+from .losses import distilled_layer_loss, layer_loss_weights
 from .model_io import WEIGHTS_NAME as WEIGHTS_NAME  # re-exported: its old home
 from .model_io import load_model, save_model_folder
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
@@ -37,7 +37,8 @@ logger = logging.getLogger(__name__)
 class PabeeOutput(ModelOutput):
     """What ``PabeeForSequenceClassification.forward`` returns.
 
-    loss: scalar, sum_i i * L_i / sum_i i over the classifiers (only when labels are given).
+    loss: scalar, sum_i i * L_i / sum_i i over the classifiers (only when labels are given; with self-distillation
+        L_i also holds the KD term, see :func:`pabee.losses.distilled_layer_loss`).
     logits: (batch, num_labels), each example's logits at its exit layer.
     exit_layers: (batch,) long, how many layers each example ran (1..L).
     all_logits: (L, batch, num_labels), every classifier's logits (only with ``output_all_layers=True``).
@@ -201,7 +202,9 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
             if labels is not None:
                 if labels.size(0) != input_ids.size(0):
                     raise ValueError(f"labels has {labels.size(0)} rows but the batch has {input_ids.size(0)}")
-                loss = weighted_layer_loss(all_logits, labels, self.loss_weights)
+                config = self.pabee_config
+                loss = distilled_layer_loss(all_logits, labels, self.loss_weights, config.distillation_alpha,
+                                            config.distillation_temperature)
             exit_layers = torch.from_numpy(rule.exit_layers(tensor_to_numpy(all_logits))).to(all_logits.device)
             return PabeeOutput(
                 loss=loss,
@@ -347,6 +350,8 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         classifier_dropout: float | None = None,
         pooling: str | None = None,
         exit_rule: ExitRule | str | None = None,
+        distillation_alpha: float | None = None,
+        distillation_temperature: float | None = None,
         **backbone_kwargs,
     ) -> PabeeForSequenceClassification:
         """Load a model in eval mode.
@@ -357,8 +362,9 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         which gets freshly initialised classifiers. ``pooling`` ("cls" or "mean", see :class:`PabeeConfig`) defaults
         to the pooling a local sentence-transformers folder declares, else "cls". ``exit_rule`` (``"entropy:0.3"``)
         sets the default exit rule; a ``patience`` given without it replaces a saved default rule of another kind.
-        ``backbone_kwargs`` go to
-        transformers (``revision``, ``attn_implementation``, ``local_files_only``...).
+        ``distillation_alpha`` / ``distillation_temperature``: self-distillation in training (see
+        :class:`PabeeConfig`; default off). ``backbone_kwargs`` go to transformers (``revision``,
+        ``attn_implementation``, ``local_files_only``...).
         """
         overrides = {
             "patience": patience,
@@ -367,6 +373,8 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
             "classifier_dropout": classifier_dropout,
             "pooling": pooling,
             "exit_rule": None if exit_rule is None else str(exit_rule),
+            "distillation_alpha": distillation_alpha,
+            "distillation_temperature": distillation_temperature,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return load_model(cls, name_or_path, num_labels, id2label, label2id, overrides, backbone_kwargs)

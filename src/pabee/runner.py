@@ -137,6 +137,9 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
         warnings.warn(
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
+    if settings.distillation_alpha and settings.loss_weighting == "last":
+        warnings.warn("--distillation_alpha has no effect with --loss_weighting last: only the last classifier "
+                      "trains", UserWarning, stacklevel=2)
     if settings.model_type is not None:
         _check_model_type(settings.model_type, source, settings.cache_dir)
     tokenizer = load_tokenizer(
@@ -164,6 +167,8 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
             regression_threshold=settings.regression_threshold if task.is_regression else None,
             loss_weighting=settings.loss_weighting,
             pooling=settings.pooling,
+            distillation_alpha=settings.distillation_alpha,
+            distillation_temperature=settings.distillation_temperature,
             cache_dir=settings.cache_dir,
         )
         dev_for_training = None

@@ -231,6 +231,15 @@ class RunSettings:
     loss_weighting: str | None = setting(
         None, choices=("linear", "uniform", "last"),
         help="linear: PABEE's i/sum(i) (default); uniform; last: plain fine-tuning of the last classifier")
+    distillation_alpha: float | None = setting(
+        None, fronts=(SEED, TRAIN),
+        help="self-distillation: every internal classifier but the last learns (1 - alpha) x its label loss + alpha x "
+             "the KL divergence to the last classifier's softened predictions (regression: the squared error to "
+             "its prediction), under the layer weighting (default: 0 = off, or the value saved with a pabee model)")
+    distillation_temperature: float | None = setting(
+        None, fronts=(SEED, TRAIN),
+        help="softmax temperature T of --distillation_alpha's KL term, scaled by T^2 (default: 2, or the value "
+             "saved with a pabee model)")
     pooling: str | None = setting(
         None, choices=("cls", "mean"),
         help="what the internal classifiers read (default: the model's own sentence-transformers pooling if it "

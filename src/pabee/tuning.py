@@ -29,7 +29,8 @@ from .tasks import TaskSpec
 ENTROPY_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of ln C, the largest possible entropy
 CONFIDENCES = (0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # only those > 1/C are used
 REGRESSION_THRESHOLDS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)  # tried with every patience (regression)
-CANDIDATE_KINDS = ("patience", "entropy", "confidence", "layer")
+CANDIDATE_KINDS = ("patience", "entropy", "confidence", "layer", "hybrid")
+HYBRID_RULES = ((1, 0.8), (2, 0.7), (2, 0.8), (2, 0.9))  # (patience, confidence) of the hybrid candidates
 TUNE_KINDS = ("patience", "entropy", "confidence")  # what pabee tune tries unless told otherwise
 DEFAULT_MAX_DROP = 0.5  # points of the main metric (x 100) below full depth
 FULL_DEPTH = patience_rule(0)
@@ -38,7 +39,7 @@ FULL_DEPTH = patience_rule(0)
 def candidate_exit_rules(num_labels: int, num_layers: int, kinds: Sequence[str] = CANDIDATE_KINDS) -> list[ExitRule]:
     """The exit rules worth comparing on a model of ``num_layers`` layers: patience 1..L-1, and for
     classification (``num_labels`` >= 2) entropy thresholds (:data:`ENTROPY_FRACTIONS` of ln C) and confidence
-    thresholds (:data:`CONFIDENCES` above 1/C), then fixed layers 1..L-1; only the ``kinds`` asked for. Full depth
+    thresholds (:data:`CONFIDENCES` above 1/C), then fixed layers 1..L-1 and (classification) the :data:`HYBRID_RULES`; only the ``kinds`` asked for. Full depth
     is not among them (it is the baseline)."""
     unknown = sorted(set(kinds) - set(CANDIDATE_KINDS))
     if unknown:
@@ -52,6 +53,8 @@ def candidate_exit_rules(num_labels: int, num_layers: int, kinds: Sequence[str] 
             rules += [ExitRule("confidence", c) for c in CONFIDENCES if c > 1 / num_labels]
     if "layer" in kinds:
         rules += [ExitRule("layer", k) for k in depths]
+    if "hybrid" in kinds and num_labels >= 2:
+        rules += [ExitRule("hybrid", t, c) for t, c in HYBRID_RULES if t < num_layers and c > 1 / num_labels]
     return rules
 
 
