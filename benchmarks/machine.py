@@ -4,12 +4,14 @@
 * :func:`cpu_stall_seconds`: Linux's CPU pressure stall count, the probe of
   :func:`pabee.timing.time_interleaved_batches` for discarding rounds disturbed by other processes.
 * :func:`wait_for_quiet`: sleep until a window without CPU contention.
+* :func:`script_command`: the command line that re-runs a benchmark script.
 """
 
 from __future__ import annotations
 
 import os
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -112,3 +114,14 @@ def machine_info() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(),
         "python_executable": sys.executable,
     }
+
+
+def script_command(script: str | os.PathLike, argv: list[str]) -> str:
+    """``python SCRIPT ARGS...``, the command that regenerates a benchmark's page: the script relative to the
+    working directory when it lies inside it (the page then also records that directory), else absolute."""
+    path = Path(script).resolve()
+    try:
+        text = str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        text = str(path)
+    return shlex.join(["python", text, *argv])

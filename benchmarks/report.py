@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{SCRIPT}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{SCRIPT}: interrupted; run the same command again to resume (finished runs are reused)",
+        print(f"{SCRIPT}: interrupted; run the same command again to resume (finished runs are reused, an interrupted training continues from its last checkpoint)",
               file=sys.stderr)
         return 130
 

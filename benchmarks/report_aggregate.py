@@ -17,10 +17,12 @@ from pabee.timing import mean_std
 from pabee.train import CLASSIFIER_LR_RATIO
 
 from .machine import machine_info
+from .report_compare import compare_distill
 from .report_plan import (
+    ALL_METHODS,
     BATCH_SIZES,
+    DISTILL,
     LAYER_SPEEDUP_TARGETS,
-    METHODS,
     OTHER_KINDS,
     PABEE,
     PLAIN,
@@ -33,7 +35,7 @@ from .report_plan import (
     display_path,
     subset_command,
 )
-from .report_run import RUN_META, final_records, read_json, value_key
+from .report_run import RUN_META, final_records, read_json, threshold_key, value_key
 
 # ---------------------------------------------------------------------------------------------------- one run
 
@@ -80,13 +82,14 @@ def load_run(spec: RunSpec, reused: bool) -> dict:
 # ---------------------------------------------------------------------------------------------------- points
 
 
-def rule_label(kind: str, value: float, task: TaskSpec) -> str:
-    """"patience 2", "entropy 0.3 ln C", "confidence 0.9", "layer 3"; "full depth" for patience 0."""
+def rule_label(kind: str, value: float, task: TaskSpec, threshold: float | None = None) -> str:
+    """"patience 2", "entropy 0.3 ln C", "confidence 0.9", "layer 3", "hybrid 2@0.9"; "full depth" for
+    patience 0."""
     if kind == "patience" and value == 0:
         return "full depth"
     if kind == "entropy":
         return f"entropy {value / math.log(task.num_labels):.3g} ln C"
-    return f"{kind} {value:g}"
+    return f"{kind} {value:g}" + ("" if threshold is None else f"@{threshold:g}")
 
 
 def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
@@ -110,7 +113,8 @@ def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
         for layer, count in r["exit_layer_histogram"].items():
             histogram[layer] = histogram.get(layer, 0) + count
     return {
-        "rule": first["exit_rule"], "value": first["exit_value"], "label": "",
+        "rule": first["exit_rule"], "value": first["exit_value"], "threshold": first.get("exit_threshold"),
+        "label": "",
         "seeds": seeds, "metrics": metrics, "num_examples": first["num_examples"],
         "avg_exit_layer": mean_std([r["avg_exit_layer"] for r in quality])[0],
         "layer_speedup": layer_speedup,
@@ -156,9 +160,10 @@ def match_by_speedup(patience: Sequence[dict], others: Sequence[dict]) -> list[d
             if not candidates:
                 continue
             best = min(candidates, key=lambda p: (abs(p["layer_speedup"] - target["layer_speedup"]), p["value"]))
-            key = (best["rule"], best["value"])
+            key = (best["rule"], best["value"], best.get("threshold"))
             matched.setdefault(key, {**best, "matched_to": []})["matched_to"].append(target["label"])
-    return sorted(matched.values(), key=lambda p: (OTHER_KINDS.index(p["rule"]), p["value"]))
+    return sorted(matched.values(),
+                  key=lambda p: (OTHER_KINDS.index(p["rule"]), p["value"], p.get("threshold") or 0.0))
 
 
 def verdicts(point: dict | None, model: str) -> dict:
@@ -181,12 +186,13 @@ def verdicts(point: dict | None, model: str) -> dict:
 
 
 def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dict[int, dict]]]:
-    """{(method, rule kind, value): {seed: {batch size: record}}} for one split."""
+    """{(method, rule kind, value, threshold): {seed: {batch size: record}}} for one split (threshold: the hybrid
+    rule's, None for the other rules)."""
     table: dict[tuple, dict[int, dict[int, dict]]] = {}
     for one in runs:
         for r in one["records"]:
             if r["split"] == split:
-                key = (one["method"], r["exit_rule"], value_key(r["exit_value"]))
+                key = (one["method"], r["exit_rule"], value_key(r["exit_value"]), threshold_key(r.get("exit_threshold")))
                 table.setdefault(key, {}).setdefault(one["seed"], {})[r["batch_size"]] = r
     return table
 
@@ -199,15 +205,19 @@ def training_condition(run: dict) -> tuple[int, int | None]:
 
 def training_ratio(runs: Sequence[dict]) -> dict:
     """Seconds per training epoch of each method (mean over seeds) and PABEE / plain; ``mixed_conditions`` when
-    the runs were trained with different torch threads or sharding (the ratio is then less comparable)."""
+    the runs were trained with different torch threads or sharding (the ratio is then less comparable). Distill's
+    seconds per epoch only when the task has distill runs."""
     per_method = {}
-    for method in METHODS:
+    for method in ALL_METHODS:
         values = [r["train_s_per_epoch"] for r in runs if r["method"] == method and r["train_s_per_epoch"]]
         per_method[method] = mean_std(values)[0] if values else None
     plain, pabee = per_method[PLAIN], per_method[PABEE]
     conditions = {training_condition(r) for r in runs if r["train_s_per_epoch"]}
-    return {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee,
-            "ratio": pabee / plain if plain and pabee else None, "mixed_conditions": len(conditions) > 1}
+    out = {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee,
+           "ratio": pabee / plain if plain and pabee else None, "mixed_conditions": len(conditions) > 1}
+    if any(r["method"] == DISTILL for r in runs):
+        out["distill_s_per_epoch"] = per_method[DISTILL]
+    return out
 
 
 def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> dict:
@@ -215,15 +225,16 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
     split = task.dev_splits[0]
     table = index_records(runs, split)
     points = {key: point_stats(by_seed, task) for key, by_seed in table.items()}
-    for (method, kind, value), point in points.items():
-        point["label"] = "plain fine-tuning" if method == PLAIN else rule_label(kind, value, task)
-    plain = points.get((PLAIN, "patience", 0))
-    full = points.get((PABEE, "patience", 0))
+    for (method, kind, value, threshold), point in points.items():
+        point["label"] = "plain fine-tuning" if method == PLAIN else rule_label(kind, value, task, threshold)
+    plain = points.get((PLAIN, "patience", 0, None))
+    full = points.get((PABEE, "patience", 0, None))
     if plain is not None and full is not None:
-        plain["wall_speedup"] = cross_run_wall_speedup(table[(PLAIN, "patience", 0)], table[(PABEE, "patience", 0)])
+        plain["wall_speedup"] = cross_run_wall_speedup(table[(PLAIN, "patience", 0, None)],
+                                                       table[(PABEE, "patience", 0, None)])
         plain["wall_to_layer"] = dict(plain["wall_speedup"])  # layer speed-up 1
         plain["cross_run"] = True
-    pabee = [p for (method, _, _), p in points.items() if method == PABEE]
+    pabee = [p for (method, *_), p in points.items() if method == PABEE]
     patience = sorted((p for p in pabee if p["rule"] == "patience" and p["value"] > 0), key=lambda p: p["value"])
     others = [p for p in pabee if p["rule"] in OTHER_KINDS]
     metric = task.main_metric
@@ -239,6 +250,7 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
         "best_patience": best, "best_verdicts": verdicts(best, model.name),
         "fastest_within": fastest, "fastest_verdicts": verdicts(fastest, model.name),
         "training": training_ratio(runs),
+        "distill": compare_distill(points, task, model.num_layers, plain),  # None without distill runs
     }
 
 
@@ -338,6 +350,10 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "runs_eval_seconds": sum(r["eval_s"] for r in runs),
         "num_runs": len(runs),
         "num_reused": sum(r["reused"] for r in runs),
+        "methods": list(config.methods),
+        "distillation": ({"alpha": config.distillation[0], "temperature": config.distillation[1]}
+                         if DISTILL in config.methods else None),
+        "hybrid_rules": config.hybrid_rules,
         "summaries": summaries,
         "runs": runs,
     }

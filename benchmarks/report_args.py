@@ -15,6 +15,7 @@ from pabee.backbones import get_driver
 from pabee.data import default_model_path
 from pabee.tasks import TaskSpec, get_task
 
+from .report_methods import add_method_arguments, resolve_methods
 from .report_plan import (
     DEFAULT_TASKS,
     DEFAULT_TIMING_ROUNDS,
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
                         f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
                         "were timed")
+    add_method_arguments(p)
     p.add_argument("--train-only", action="store_true",
                    help="train the runs not trained yet and stop (no evaluation, no report); then run the same "
                         "command without --train-only (and --shard) to evaluate and render")
@@ -305,6 +307,7 @@ def out_dir_of(args: argparse.Namespace) -> Path:
 def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
     """Resolve defaults (--quick ones where a flag is not given) and check the models exist."""
     quick = args.quick
+    methods = resolve_methods(args)
     if args.shard is not None and not args.train_only:
         raise ReportError("--shard works only with --train-only (evaluate and render with one invocation afterwards)")
     out_dir = out_dir_of(args)
@@ -339,6 +342,7 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         argv=list(argv),
         train_only=args.train_only,
         shard=args.shard,
+        **methods,
     )
 
 

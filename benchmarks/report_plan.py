@@ -4,7 +4,6 @@ commands that make them again (:func:`subset_command`: one table's runs)."""
 
 from __future__ import annotations
 
-import math
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +12,10 @@ from pathlib import Path
 from pabee.exit_rules import ExitRule
 from pabee.settings import TrainSettings, default_of
 from pabee.tasks import TaskSpec
+from pabee.tuning import CONFIDENCES as CONFIDENCES  # re-exported: the report's candidates are the library's
+from pabee.tuning import ENTROPY_FRACTIONS as ENTROPY_FRACTIONS  # re-exported (fractions of ln C)
+from pabee.tuning import HYBRID_RULES as HYBRID_RULES  # re-exported (patience, confidence) pairs
+from pabee.tuning import candidate_exit_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = "benchmarks/report.py"
@@ -37,6 +40,7 @@ MODEL_DEFAULTS = {
 # --quick: the same for every model, and fewer dev examples and timing rounds
 QUICK = {"epochs": 1.0, "learning_rate": _LR, "max_train_samples": 200, "batch_size": _BATCH, "precision": "fp32",
          "max_eval_samples": 100, "timing_rounds": 1}
+CHECKPOINT_STEPS = 50  # an interrupted training resumes from its last checkpoint (MPNet-base: ~6 min of steps)
 TASK_EPOCHS = {"sst-2": 2.0}  # full report: epochs of tasks with large training sets (TaskSpec.name -> epochs)
 MAX_SEEDS = {"minilm": None, "mpnet": 1}  # full report: how many of each task's seeds a model runs (None: all)
 HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_train_samples": "--max-train-samples",
@@ -45,12 +49,12 @@ HYPER_FLAGS = {"epochs": "--epochs", "learning_rate": "--learning-rate", "max_tr
 PRECISIONS = ("fp32", "bf16")  # of training (bf16: mixed-precision autocast); evaluation always runs in fp32
 DEFAULT_TIMING_ROUNDS = 3
 BATCH_SIZES = (1, 32)
-PLAIN, PABEE = "plain", "pabee"
-METHODS = (PLAIN, PABEE)
+PLAIN, PABEE, DISTILL = "plain", "pabee", "distill"
+METHODS = (PLAIN, PABEE)  # the default plan
+ALL_METHODS = (PLAIN, PABEE, DISTILL)  # distill: PABEE's weighting + self-distillation (--methods plain,pabee,distill)
+DISTILL_ALPHA, DISTILL_TEMPERATURE = 0.5, 2.0  # distill's --distillation_alpha / --distillation_temperature
 
-ENTROPY_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)  # of ln C, the largest possible entropy
-CONFIDENCES = (0.55, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)  # only those > 1/C are used
-OTHER_KINDS = ("entropy", "confidence", "layer")  # rules matched to the patience points by layer speed-up
+OTHER_KINDS = ("entropy", "confidence", "layer", "hybrid")  # rules matched to the patience points by layer speed-up
 
 LAYER_SPEEDUP_TARGETS = {"minilm": 1.3, "mpnet": 1.6}
 WALL_TO_LAYER_TARGETS = {1: 0.95, 32: 0.85}  # batch size -> minimum wall-clock / layer speed-up
@@ -129,6 +133,9 @@ class ReportConfig:
     train_only: bool = False
     shard: tuple[int, int] | None = None  # (K, N): only the runs whose plan index % N == K - 1
     max_seeds: dict[str, int | None] = field(default_factory=dict)  # model name -> first N seeds of each task
+    methods: tuple[str, ...] = METHODS  # in ALL_METHODS order
+    distillation: tuple[float, float] = (DISTILL_ALPHA, DISTILL_TEMPERATURE)  # distill's (alpha, temperature)
+    hybrid_rules: bool = False  # also evaluate HYBRID_RULES (classification tasks, every early-exit method)
 
     def seeds_for(self, model: str, task: TaskSpec) -> list[int]:
         seeds = self.seeds[task.name]
@@ -140,13 +147,15 @@ class ReportConfig:
     ) -> TrainSettings:
         """The training hyper-parameters of every run of ``model`` (only the seed and folder differ between runs).
 
-        Checkpoints are written only at the end (the Trainer always saves one there) and deleted after the run:
-        an interrupted run is trained again from the start, so that its training time stays comparable.
+        A checkpoint is written every :data:`CHECKPOINT_STEPS` steps (only the last one is kept) so that an
+        interrupted run resumes from it (its training time then covers only the last invocation: the run is
+        marked ``resumed``); checkpoints are deleted once the run is trained.
         """
         h = self.hyper[model]
         return TrainSettings(
             output_dir=output_dir, seed=seed, num_train_epochs=h.epochs_for(task), learning_rate=h.learning_rate,
-            per_device_train_batch_size=h.batch_size, save_steps=10**9, disable_tqdm=True,
+            per_device_train_batch_size=h.batch_size, save_steps=CHECKPOINT_STEPS, save_total_limit=1,
+            disable_tqdm=True,
             bf16=h.precision == "bf16",
         )
 
@@ -154,38 +163,37 @@ class ReportConfig:
         """What a finished run must have been trained with to be reused (JSON-ready). The timing rounds are not
         part of it: a run evaluated with other rounds is reused as it is."""
         h = self.hyper[spec.model.name]
-        return {
+        key = {
             "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
             "epochs": h.epochs_for(spec.task), "learning_rate": h.learning_rate, "batch_size": h.batch_size,
             "precision": h.precision, "max_train_samples": h.max_train_samples,
             "max_eval_samples": h.max_eval_samples,
         }
+        if spec.method == DISTILL:  # only distill runs have these: the keys of plain and PABEE runs never change
+            key["distillation_alpha"], key["distillation_temperature"] = self.distillation
+        return key
 
     @property
     def shard_label(self) -> str | None:
         return None if self.shard is None else f"{self.shard[0]}/{self.shard[1]}"
 
 
-def exit_rules_for(task: TaskSpec, num_layers: int) -> list[ExitRule]:
+def exit_rules_for(task: TaskSpec, num_layers: int, hybrid: bool = False) -> list[ExitRule]:
     """The rules PABEE is evaluated with: patience and fixed layer 1..L-1, and for classification entropy
-    (fractions of ln C) and confidence (thresholds above 1/C). Full depth is added by the harness."""
-    depths = range(1, num_layers)
-    rules = [ExitRule("patience", t) for t in depths]
-    if not task.is_regression:
-        classes = task.num_labels
-        rules += [ExitRule("entropy", f * math.log(classes)) for f in ENTROPY_FRACTIONS]
-        rules += [ExitRule("confidence", c) for c in CONFIDENCES if c > 1 / classes]
-    return rules + [ExitRule("layer", k) for k in depths]
+    (fractions of ln C) and confidence (thresholds above 1/C), as :func:`pabee.tuning.candidate_exit_rules` lists
+    them, and with ``hybrid`` its hybrid rules too. Full depth is added by the harness."""
+    kinds = ("patience", "entropy", "confidence", "layer", "hybrid") if hybrid else ("patience", "entropy", "confidence", "layer")
+    return candidate_exit_rules(task.num_labels, num_layers, kinds)
 
 
 def plan_runs(config: ReportConfig) -> list[RunSpec]:
-    """Every (model, task, seed, method) run, plain before PABEE."""
+    """Every (model, task, seed, method) run, plain before PABEE (before distill, when planned)."""
     plan = []
     for model in config.models:
         for task in config.tasks[model.name]:
             for seed in config.seeds_for(model.name, task):
-                for method in METHODS:
-                    rules = exit_rules_for(task, model.num_layers) if method == PABEE else []
+                for method in config.methods:
+                    rules = [] if method == PLAIN else exit_rules_for(task, model.num_layers, config.hybrid_rules)
                     folder = config.work_dir / model.name / task.folder.lower() / f"{method}-seed{seed}"
                     plan.append(RunSpec(model, task, seed, method, (ExitRule("patience", 0), *rules), folder))
     return plan
@@ -227,6 +235,13 @@ def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
             args += [HYPER_FLAGS[name], str(value)]
         elif defaults[name] is not None:
             args += [HYPER_FLAGS[name], "all"]
+    if config.methods != METHODS:
+        args += ["--methods", ",".join(config.methods)]
+    if DISTILL in config.methods and config.distillation != (DISTILL_ALPHA, DISTILL_TEMPERATURE):
+        args += ["--distill-alpha", f"{config.distillation[0]:g}", "--distill-temperature",
+                 f"{config.distillation[1]:g}"]
+    if config.hybrid_rules:
+        args.append("--hybrid-rules")
     if config.glue_dir is not None:
         args += ["--glue-dir", str(config.glue_dir)]
     if config.timing_rounds != (QUICK["timing_rounds"] if config.quick else DEFAULT_TIMING_ROUNDS):

@@ -15,7 +15,7 @@ import jinja2
 from pabee.evaluate import INTERLEAVE_EXAMPLES
 from pabee.files import atomic_path, atomic_write_text
 
-from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, OTHER_KINDS, SCRIPT
+from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, HYBRID_RULES, OTHER_KINDS, SCRIPT
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DISCUSSION_START, DISCUSSION_END = "<!-- discussion -->", "<!-- /discussion -->"
@@ -60,6 +60,11 @@ def metric_cell(point: dict, name: str) -> str:
     return pct(m["mean"]) + (f" ± {pct(m['std'])}" if len(m["values"]) > 1 else "")
 
 
+def difference_cell(value: float | None) -> str:
+    """A metric difference in points: "+1.2", "–" when unknown."""
+    return "–" if value is None else f"{100 * value:+.1f}"
+
+
 def pick_cell(point: dict | None, metric: str) -> str:
     """A picked patience in the summary: "3: 67.1 ± 1.2 (1.45×)", or "none"."""
     if point is None:
@@ -79,15 +84,24 @@ def shown_path(path: str, cwd: str) -> str:
 
 
 def table_rows(s: dict) -> list[tuple[dict, str, str]]:
-    """(point, method, matched-to) rows: plain, PABEE full depth, each patience, the matched other rules."""
+    """(point, method, matched-to) rows: plain, PABEE full depth, each patience, the matched other rules; then
+    distill's full depth and patiences when the task has distill runs."""
     rows = [(s["plain"], "plain", ""), (s["full_depth"], "PABEE", "")]
     rows += [(p, "PABEE", "") for p in s["patience"]]
     rows += [(p, "PABEE", ", ".join(p["matched_to"])) for p in s["matched"]]
+    distill = s.get("distill")  # results.json written before the distill method have no such key
+    if distill:
+        rows += [(distill["full_depth"], "distill", "")] + [(p, "distill", "") for p in distill["patience"]]
     return [row for row in rows if row[0] is not None]
 
 
 def main_mean(point: dict, metric: str) -> float:
     return point["metrics"][metric]["mean"]
+
+
+def with_distill(report: dict) -> list[dict]:
+    """The summaries that compare distill with PABEE (none in a results.json written before that method)."""
+    return [s for s in report["summaries"] if s.get("distill")]
 
 
 def histogram(s: dict) -> list[tuple[str, int, float]] | None:
@@ -112,11 +126,13 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(
         seconds=format_seconds, plural=plural, pct=pct, times=times, ratio=ratio, met=met, metric=metric_cell,
-        pick=pick_cell, shown=shown_path, g=lambda v: f"{v:g}", sampling=lambda v: SAMPLING.get(v, v),
+        pick=pick_cell, difference=difference_cell, shown=shown_path, g=lambda v: f"{v:g}",
+        sampling=lambda v: SAMPLING.get(v, v),
     )
     env.globals.update(
         script=SCRIPT, entropy_fractions=ENTROPY_FRACTIONS, confidences=CONFIDENCES,
         interleave_examples=INTERLEAVE_EXAMPLES, table_rows=table_rows, histogram=histogram, main_mean=main_mean,
+        with_distill=with_distill, hybrid_rules=[f"{t}@{c:g}" for t, c in HYBRID_RULES],
         discussion_start=DISCUSSION_START, discussion_end=DISCUSSION_END,
     )
     return env

@@ -24,7 +24,7 @@ from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
 from pabee.tables import format_group
 
-from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
+from .report_plan import BATCH_SIZES, DISTILL, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
 
 RUN_META = "report_run.json"  # written by this report into every run folder: settings, seconds, conditions
@@ -47,13 +47,19 @@ def value_key(value: float) -> float:
     return round(float(value), 9)
 
 
+def threshold_key(threshold: float | None) -> float | None:
+    """A rule's second setting (the hybrid rule's confidence threshold) as a key; None for the other rules."""
+    return None if threshold is None else value_key(threshold)
+
+
 def record_key(record: dict) -> tuple:
-    return record["split"], record["exit_rule"], value_key(record["exit_value"]), record["batch_size"]
+    return (record["split"], record["exit_rule"], value_key(record["exit_value"]),
+            threshold_key(record.get("exit_threshold")), record["batch_size"])
 
 
 def expected_keys(spec: RunSpec) -> set[tuple]:
-    """(split, rule kind, value, batch size) of every record a finished run has."""
-    return {(split, rule.kind, value_key(rule.value), bs)
+    """(split, rule kind, value, threshold, batch size) of every record a finished run has."""
+    return {(split, rule.kind, value_key(rule.value), threshold_key(rule.threshold), bs)
             for split in spec.task.dev_splits for rule in spec.rules for bs in BATCH_SIZES}
 
 
@@ -85,8 +91,15 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
     return "trained"
 
 
-def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSettings:
-    """The runner's settings: train the run (no evaluation), or evaluate the trained model in its folder."""
+def resumable(folder: Path) -> bool:
+    """Whether an unfinished training of this report left a checkpoint in ``folder`` to resume from."""
+    meta = read_json(folder / RUN_META)
+    return isinstance(meta, dict) and "training" not in meta and any(folder.glob("checkpoint-*"))
+
+
+def run_settings(spec: RunSpec, config: ReportConfig, train: bool, resume: bool = False) -> RunSettings:
+    """The runner's settings: train the run (no evaluation; ``resume``: from its last checkpoint), or evaluate the
+    trained model in its folder."""
     folder = str(spec.output_dir)
     common = dict(output_dir=folder, task_name=spec.task.folder, data_dir=config.glue_dir, progress=False)
     if not train:
@@ -95,11 +108,16 @@ def run_settings(spec: RunSpec, config: ReportConfig, train: bool) -> RunSetting
             eval_batch_sizes=list(BATCH_SIZES), max_eval_samples=config.hyper[spec.model.name].max_eval_samples,
             timing_rounds=config.timing_rounds,
         )
+    train_settings = config.train_settings(spec.model.name, folder, spec.seed, spec.task)
+    if resume:
+        train_settings.resume_from_checkpoint = "last"
     return RunSettings(
-        **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=True,
+        **common, model_name_or_path=spec.model.path, do_train=True, overwrite_output_dir=not resume,
         max_train_samples=config.hyper[spec.model.name].max_train_samples,
         loss_weighting="last" if spec.method == PLAIN else None,
-        train=config.train_settings(spec.model.name, folder, spec.seed, spec.task),
+        distillation_alpha=config.distillation[0] if spec.method == DISTILL else None,
+        distillation_temperature=config.distillation[1] if spec.method == DISTILL else None,
+        train=train_settings,
     )
 
 
@@ -123,14 +141,19 @@ def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool
     folder = spec.output_dir
     taken: dict[str, float] = {}
     if status == "new":
-        shutil.rmtree(folder, ignore_errors=True)  # a run of this report that did not finish: start it afresh
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
+        resume = resumable(folder)  # an interrupted training of this run: continue from its last checkpoint
+        if resume:
+            meta = read_json(folder / RUN_META)
+            meta.setdefault("resumed_from", []).append(sorted(p.name for p in folder.glob("checkpoint-*"))[-1])
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # nothing to resume: start it afresh
+            folder.mkdir(parents=True, exist_ok=True)
+            meta = {"settings": config.run_key(spec), "elapsed_s": 0.0}
         write_json(folder / RUN_META, meta)  # from now on the folder is known as this report's
-        taken["train_s"] = run_logged(run_settings(spec, config, train=True), folder)
-        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume training, which the report never does
+        taken["train_s"] = run_logged(run_settings(spec, config, train=True, resume=resume), folder)
+        for checkpoint in folder.glob("checkpoint-*"):  # only needed to resume an interrupted training
             shutil.rmtree(checkpoint, ignore_errors=True)
-        meta["train_s"] = taken["train_s"]
+        meta["train_s"] = taken["train_s"]  # after a resume: the last invocation's part only ("resumed_from")
         meta["training"] = {"torch_threads": torch.get_num_threads(), "shard": config.shard_label,
                             "train_only": config.train_only}
         meta["elapsed_s"] += taken["train_s"]

@@ -34,12 +34,11 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the benchmarks p
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import json  # noqa: E402
-import shlex  # noqa: E402
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
+from benchmarks.machine import machine_info, script_command  # noqa: E402
 from benchmarks.runtime_measure import export_all, measure  # noqa: E402
 from benchmarks.runtime_render import render_markdown  # noqa: E402
 from benchmarks.speed import glue_task  # noqa: E402
@@ -125,12 +124,7 @@ def check_settings(args: argparse.Namespace) -> None:
 
 def command_line(argv: list[str]) -> str:
     """The command that regenerates a run: this script (relative to the working directory when inside it)."""
-    script = Path(__file__).resolve()
-    try:
-        script_text = str(script.relative_to(Path.cwd().resolve()))
-    except ValueError:
-        script_text = str(script)
-    return shlex.join(["python", script_text, *argv])
+    return script_command(__file__, argv)
 
 
 def log(msg: str) -> None:

@@ -14,6 +14,7 @@ from pabee.exit_rules import (
     EntropyRule,
     ExitRule,
     FixedLayerRule,
+    HybridRule,
     PatienceRule,
     StepRule,
     max_softmax_probability,
@@ -89,6 +90,22 @@ def reference_patience(all_logits, patience, threshold):
     return exits
 
 
+def reference_hybrid(all_logits, patience, confidence):
+    """Patience counting only the layers that agree with the previous one AND are confident enough."""
+    L, B = all_logits.shape[:2]
+    exits = []
+    for b in range(B):
+        counter, exit_layer = 0, L
+        for i in range(1, L - 1):
+            prev, cur = all_logits[i - 1, b], all_logits[i, b]
+            counter = counter + 1 if first_max(prev) == first_max(cur) and _confidence(cur) >= confidence else 0
+            if counter >= patience:
+                exit_layer = i + 1
+                break
+        exits.append(exit_layer)
+    return exits
+
+
 def reference_threshold(all_logits, passes):
     L, B = all_logits.shape[:2]
     return [next((i + 1 for i in range(L - 1) if passes(all_logits[i, b])), L) for b in range(B)]
@@ -112,6 +129,9 @@ def rules_and_references(all_logits):
         out.append((ConfidenceRule(t), reference_threshold(all_logits, lambda row, t=t: _confidence(row) >= t)))
     for k in range(1, all_logits.shape[0] + 2):
         out.append((FixedLayerRule(k), [min(k, all_logits.shape[0])] * all_logits.shape[1]))
+    for c in midpoints(max_softmax_probability(all_logits[:-1].reshape(-1, all_logits.shape[-1])), count=3):
+        for patience in (1, 2, 3):
+            out.append((HybridRule(patience, c), reference_hybrid(all_logits, patience, c)))
     return out
 
 

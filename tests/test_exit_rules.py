@@ -247,18 +247,19 @@ def test_to_exit_rule_and_patience_rule():
 
 
 def test_every_kind_builds_its_rule_object_from_one_table():
-    assert list(RULE_CLASSES) == ["patience", "entropy", "confidence", "layer"]
-    built = {kind: ExitRule(kind, value).build(0.3) for kind, value in
-             [("patience", 2), ("entropy", 0.4), ("confidence", 0.8), ("layer", 3)]}
+    assert list(RULE_CLASSES) == ["patience", "entropy", "confidence", "layer", "hybrid"]
+    built = {kind: ExitRule(kind, *settings).build(0.3) for kind, settings in
+             [("patience", (2,)), ("entropy", (0.4,)), ("confidence", (0.8,)), ("layer", (3,)), ("hybrid", (2, 0.7))]}
     assert {kind: type(rule) for kind, rule in built.items()} == RULE_CLASSES
     assert built["patience"].patience == 2 and built["patience"].regression_threshold == 0.3
     assert built["entropy"].threshold == 0.4 and built["confidence"].threshold == 0.8 and built["layer"].layer == 3
+    assert built["hybrid"].patience == 2 and built["hybrid"].confidence == 0.7
     assert ExitRule("patience", 1).build().regression_threshold == 0.1  # the default regression threshold
     # only the rules that need no per-layer decision have a static depth
-    assert [built[k].static_depth(6) for k in RULE_CLASSES] == [None, None, None, 3]
+    assert [built[k].static_depth(6) for k in RULE_CLASSES] == [None, None, None, 3, None]
     assert ExitRule("patience", 0).build().static_depth(6) == 6 and FixedLayerRule(9).static_depth(6) == 6
-    for kind in ("entropy", "confidence"):
-        assert built[kind].needs_probabilities and ExitRule(kind, 0.5).build().needs_probabilities
+    for kind in ("entropy", "confidence", "hybrid"):
+        assert built[kind].needs_probabilities and type(built[kind]).needs_probabilities
     assert not built["patience"].needs_probabilities and not built["layer"].needs_probabilities
     with pytest.raises(ValueError, match="confidence threshold"):
         ConfidenceRule(1.5)

@@ -64,6 +64,31 @@ def test_threshold_rules_batched_equal_one_at_a_time_and_the_reference(arch):
         assert len(seen_exits) > 2, f"{kind}: the test must exercise rows leaving at different layers"
 
 
+@pytest.mark.parametrize("arch", RULE_ARCHS)
+def test_hybrid_rule_batched_equals_one_at_a_time_and_the_reference(arch):
+    model = make_model(arch)
+    ids, mask = random_batch(batch=16, max_len=14, seed=5)
+    with torch.no_grad():
+        all_logits = model(ids, attention_mask=mask, output_all_layers=True).all_logits
+    confidences = thresholds_between_observed_values(
+        torch.from_numpy(max_softmax_probability(all_logits[:-1].numpy())), quantiles=(0.05, 0.3, 0.5))
+    seen_exits = set()
+    with torch.no_grad():
+        for rule in [ExitRule("hybrid", p, c) for p in (1, 2) for c in confidences]:
+            expected = rule_exit_layers(all_logits.numpy(), rule)
+            recomputed = model(ids, attention_mask=mask, exit_rule=rule, output_all_layers=True)
+            assert recomputed.exit_layers.tolist() == expected.tolist(), rule
+            batched = model(ids, attention_mask=mask, exit_rule=rule)
+            assert batched.exit_layers.tolist() == expected.tolist(), rule
+            torch.testing.assert_close(batched.logits, gather_exit_logits(all_logits, torch.from_numpy(expected)),
+                                       atol=ATOL, rtol=0)
+            alone_logits, alone_exits = one_at_a_time(model, ids, mask, exit_rule=str(rule))
+            assert alone_exits.tolist() == expected.tolist(), rule
+            torch.testing.assert_close(alone_logits, batched.logits, atol=ATOL, rtol=0)
+            seen_exits.update(expected.tolist())
+    assert len(seen_exits) > 2, "the test must exercise rows leaving at different layers"
+
+
 @pytest.mark.parametrize("arch", ["bert", "albert"])
 @pytest.mark.parametrize("batch_size", [2, 3, 5])
 def test_threshold_rules_give_the_same_answers_at_every_batch_size(arch, batch_size):

@@ -77,9 +77,10 @@ def rules_for(model, ids, mask):
                 ("layer:2", None)]
     probs = torch.softmax(all_logits[:-1], -1)
     entropy = -(probs * probs.log()).sum(-1)
+    confidence = float(probs.max(-1).values.median())
     return [("patience:1", None), ("patience:2", None), ("patience:0", None), ("layer:2", None),
-            (f"entropy:{float(entropy.median()):.6f}", None),
-            (f"confidence:{float(probs.max(-1).values.median()):.6f}", None)]
+            (f"entropy:{float(entropy.median()):.6f}", None), (f"confidence:{confidence:.6f}", None),
+            (f"hybrid:1@{float(probs.max(-1).values.quantile(0.3)):.6f}", None)]
 
 
 @pytest.mark.parametrize("name", [*ARCHS, "bert-regression"])

@@ -380,3 +380,30 @@ def test_timing_text_says_how_the_rules_were_interleaved(report):
         {**base, "timing_interleaving_used": [{"value": "blocks", "runs": 1}, {"value": "batches", "runs": 2}]}
     )
     assert "consecutive inputs as in use) in 1 run" in mixed and "rotating order) in 2 runs" in mixed
+
+
+def test_an_interrupted_training_resumes_from_its_last_checkpoint(report, tmp_path, monkeypatch, capsys):
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    write_glue_task(tmp_path / "glue", "RTE", n=16)
+    argv = ["--quick", "--model-path", f"minilm={tiny}", "--glue-dir", str(tmp_path / "glue"), "--epochs", "3",
+            "--max-train-samples", "12", "--batch-size", "8", "--work-dir", str(tmp_path / "w"),
+            "--out-dir", str(tmp_path / "o"), "--train-only", "--shard", "2/2"]  # shard 2/2: the PABEE run
+    monkeypatch.setattr(report_plan, "CHECKPOINT_STEPS", 2)  # 12 examples / 8 = 2 steps an epoch, 6 in all
+    real_run_logged = report_run.run_logged
+
+    def interrupted(settings, folder):  # the first invocation stops after 4 steps, before it records its end
+        settings.train.max_steps = 4
+        real_run_logged(settings, folder)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report_run, "run_logged", interrupted)
+    assert report.main(argv) == 130  # Ctrl-C
+    folder = tmp_path / "w" / "minilm" / "rte" / "pabee-seed42"
+    assert [p.name for p in folder.glob("checkpoint-*")] == ["checkpoint-4"]
+    monkeypatch.setattr(report_run, "run_logged", real_run_logged)
+    assert report.main(argv) == 0
+    assert " start minilm RTE seed 42 pabee: train only" in capsys.readouterr().out
+    meta = json.loads((folder / report_run.RUN_META).read_text())
+    assert meta["resumed_from"] == ["checkpoint-4"] and "training" in meta
+    assert json.loads((folder / "trainer_state.json").read_text())["global_step"] == 6  # 4 before + 2 after
+    assert not list(folder.glob("checkpoint-*"))

@@ -35,25 +35,30 @@ def parse_int_list(text: str, name: str) -> list[int]:
 
 
 # the exit rule kinds, as in pabee.exit_rules.EXIT_RULE_KINDS (not imported here: argument parsing stays torch-free)
-EXIT_RULE_CHOICES = ("patience", "entropy", "confidence", "layer")
+EXIT_RULE_CHOICES = ("patience", "entropy", "confidence", "layer", "hybrid")
 
 
-def _number_list(text: str) -> list[float]:
-    """"0.05,0.1" -> [0.05, 0.1] (integers stay ints); a clear argparse error otherwise."""
-    values: list[float] = []
+def _number(text: str) -> float:
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
+def _number_list(text: str) -> list[float | tuple[float, float]]:
+    """"0.05,0.1" -> [0.05, 0.1] (integers stay ints); "3@0.9,2@0.95" (the hybrid rule's patience@confidence)
+    -> [(3, 0.9), (2, 0.95)]; a clear argparse error otherwise."""
+    values: list[float | tuple[float, float]] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
         try:
-            values.append(int(part))
+            values.append(tuple(_number(x.strip()) for x in part.split("@", 1)) if "@" in part else _number(part))
         except ValueError:
-            try:
-                values.append(float(part))
-            except ValueError:
-                raise argparse.ArgumentTypeError(
-                    f"--exit_values must be a comma-separated list of numbers, got {text!r}"
-                ) from None
+            raise argparse.ArgumentTypeError(
+                f"--exit_values must be a comma-separated list of numbers (hybrid: PATIENCE@CONFIDENCE), got {text!r}"
+            ) from None
     if not values:
         raise argparse.ArgumentTypeError("--exit_values is empty")
     return values
@@ -87,10 +92,13 @@ def _add_exit_rule_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated, e.g. 3,4,5 (0 = full depth, the default)")
     p.add_argument("--exit_rule", choices=EXIT_RULE_CHOICES, default="patience",
                    help="the early-exit rule: patience (PABEE), entropy (exit when the prediction entropy, in nats, "
-                        "is < value), confidence (exit when the top class probability is >= value) or layer (every "
-                        "example runs value layers); full depth is always evaluated as the baseline")
+                        "is < value), confidence (exit when the top class probability is >= value), layer (every "
+                        "example runs value layers) or hybrid (patience counting only agreeing layers whose top "
+                        "probability is >= a confidence threshold: values PATIENCE@CONFIDENCE); full depth is always "
+                        "evaluated as the baseline")
     p.add_argument("--exit_values", type=_number_list, default=None,
-                   help="comma-separated values of --exit_rule, e.g. --exit_rule entropy --exit_values 0.05,0.1,0.3")
+                   help="comma-separated values of --exit_rule, e.g. --exit_rule entropy --exit_values 0.05,0.1,0.3 "
+                        "or --exit_rule hybrid --exit_values 2@0.9,3@0.9")
 
 
 def _add_common(p: argparse.ArgumentParser, front: str) -> None:
@@ -125,6 +133,8 @@ def pabee_parser() -> argparse.ArgumentParser:
     # listed for --help only: main() hands "serve" to pabee.serving.cli before this parser runs
     sub.add_parser("serve", help="serve a saved model over HTTP (see pabee serve --help)", add_help=False)
     sub.add_parser("export", help="export a trained model to ONNX (see pabee export --help)", add_help=False)
+    sub.add_parser("tune", help="choose and save a trained model's default exit rule (see pabee tune --help)",
+                   add_help=False)
     return p
 
 
@@ -144,15 +154,16 @@ def exit_rules_from_args(args: argparse.Namespace) -> list[ExitRule] | None:
             f"--patience applies to --exit_rule patience; give the {args.exit_rule} values with --exit_values"
         )
     if args.exit_values is None:
-        raise ValueError(f"--exit_rule {args.exit_rule} needs --exit_values (comma-separated, e.g. 0.1,0.3)")
+        example = "2@0.9,3@0.9" if args.exit_rule == "hybrid" else "0.1,0.3"
+        raise ValueError(f"--exit_rule {args.exit_rule} needs --exit_values (comma-separated, e.g. {example})")
     return [_rule("--exit_values", args.exit_rule, v) for v in args.exit_values]
 
 
-def _rule(flag: str, kind: str, value: float) -> ExitRule:
+def _rule(flag: str, kind: str, value: float | tuple[float, float]) -> ExitRule:
     from .exit_rules import ExitRule
 
     try:
-        return ExitRule(kind, value)
+        return ExitRule(kind, *value) if isinstance(value, tuple) else ExitRule(kind, value)
     except ValueError as err:
         raise ValueError(f"{flag}: {err}") from None
 
@@ -195,6 +206,11 @@ def _execute(settings, prog: str) -> int:
     except KeyboardInterrupt as err:
         print(f"{prog}: {interrupt_message(err, settings)}", file=sys.stderr)
         return 130
+    if result.tuning is not None:
+        from .tune_run import saved_message
+        from .tuning import format_tuning
+
+        print(f"\n{format_tuning(result.tuning)}\n{saved_message(settings.output_dir, result.tuning, result.tuning_file)}")
     print_written(result)
     return 0
 
@@ -283,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int | None:
-    """Run the subcommands that live in their own modules (raw-text predict, serve, export); None for the others."""
+    """Run the subcommands that live in their own modules (raw-text predict, serve, export, tune); None for the
+    others."""
     from .cli_predict import is_raw_text_mode
 
     if is_raw_text_mode(argv):
@@ -298,6 +315,10 @@ def _dispatch(argv: list[str]) -> int | None:
         from .onnx.cli import main as export_main
 
         return export_main(argv[1:])
+    if argv and argv[0] == "tune":
+        from .cli_tune import main as tune_main
+
+        return tune_main(argv[1:])
     return None
 
 

@@ -43,8 +43,9 @@ class Predictions:
 @dataclass
 class EvalRecord:
     """One (checkpoint, split, exit rule, batch size) evaluation. ``exit_rule`` is the rule's kind ("patience",
-    "entropy", "confidence", "layer") and ``exit_value`` its setting; ``patience`` repeats the value for patience
-    rows and is None for the other rules. ``layer_speedup`` = num_layers / avg_exit_layer;
+    "entropy", "confidence", "layer", "hybrid") and ``exit_value`` its setting (``exit_threshold``: the hybrid
+    rule's confidence threshold, None for the others); ``patience`` repeats the value for patience rows and is None
+    for the other rules. ``layer_speedup`` = num_layers / avg_exit_layer;
     ``layers_saved`` = 1 - avg_exit_layer / num_layers (what the reference code prints as "Speed Up");
     ``wall_speedup`` = eval_seconds at full depth (patience 0) / eval_seconds, measured in the same run."""
 
@@ -67,6 +68,7 @@ class EvalRecord:
     exit_layer_histogram: dict[str, int]
     wall_speedup: float | None = None
     extra: dict = field(default_factory=dict)
+    exit_threshold: float | None = None
 
 
 def predict(
@@ -239,6 +241,7 @@ def _record(model, task, checkpoint, split, rule: ExitRule, threshold, batch_siz
         patience=rule.value if rule.kind == "patience" else None,
         exit_rule=rule.kind,
         exit_value=rule.value,
+        exit_threshold=rule.threshold,
         regression_threshold=threshold,
         metrics=metrics,
         num_layers=num_layers,

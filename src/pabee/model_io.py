@@ -85,6 +85,8 @@ def load_saved(cls, folder: Path, num_labels, id2label, label2id, overrides: dic
         config.label2id = dict(label2id)
     get_driver(config.model_type)
     saved = PabeeConfig.load(folder).to_dict()
+    if "patience" in overrides and "exit_rule" not in overrides:
+        saved["exit_rule"] = None  # a default patience asked for replaces a saved default rule of another kind
     saved.update(overrides)
     attn = backbone_kwargs.get("attn_implementation")
     backbone = AutoModel.from_config(config, **({"attn_implementation": attn} if attn else {}))

@@ -17,14 +17,15 @@ from transformers.utils import ModelOutput, PushToHubMixin
 from .backbones import BackboneDriver, get_driver
 from .config import PabeeConfig
 from .early_exit import run_early_exit
+from .exit_defaults import default_exit_rule, resolve_call_rule
 from .exit_rules import (
     ExitRule,
     StepRule,
     check_regression_threshold,
-    resolve_exit_rule,
+    check_rule_supported,
 )
 from .hf import PabeeTransformersConfig, register_auto_classes
-from .losses import layer_loss_weights, weighted_layer_loss
+from .losses import distilled_layer_loss, layer_loss_weights
 from .model_io import WEIGHTS_NAME as WEIGHTS_NAME  # re-exported: its old home
 from .model_io import load_model, save_model_folder
 from .torch_backend import TorchBackend, tensor_to_numpy, trim_trailing_padding
@@ -36,7 +37,8 @@ logger = logging.getLogger(__name__)
 class PabeeOutput(ModelOutput):
     """What ``PabeeForSequenceClassification.forward`` returns.
 
-    loss: scalar, sum_i i * L_i / sum_i i over the classifiers (only when labels are given).
+    loss: scalar, sum_i i * L_i / sum_i i over the classifiers (only when labels are given; with self-distillation
+        L_i also holds the KD term, see :func:`pabee.losses.distilled_layer_loss`).
     logits: (batch, num_labels), each example's logits at its exit layer.
     exit_layers: (batch,) long, how many layers each example ran (1..L).
     all_logits: (L, batch, num_labels), every classifier's logits (only with ``output_all_layers=True``).
@@ -87,7 +89,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
 
     It fits where transformers expects a sequence classifier (see :mod:`pabee.hf`): once pabee is imported,
     ``AutoModelForSequenceClassification`` and ``pipeline("text-classification", model=folder)`` load a saved folder
-    as this class (early exit on, with the saved patience), and ``push_to_hub`` uploads what ``save_pretrained`` writes.
+    as this class (early exit on, with the saved exit rule), and ``push_to_hub`` uploads what ``save_pretrained`` writes.
     """
 
     config_class = PabeeTransformersConfig
@@ -101,6 +103,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         num_labels = config.num_labels
         if not isinstance(num_labels, int) or num_labels < 1:
             raise ValueError(f"num_labels must be a positive integer, got {num_labels!r}")
+        check_rule_supported(default_exit_rule(self.pabee_config), num_labels)  # a saved entropy rule on regression
         hidden_size = config.hidden_size if hasattr(config, "hidden_size") else config.dim
         self.num_layers = self.driver.num_layers(config)
         dropout = self.pabee_config.classifier_dropout
@@ -166,9 +169,11 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         """Run the encoder with early exit.
 
         input_ids, attention_mask, token_type_ids: (batch, seq). ``exit_rule`` (an :class:`ExitRule` or a string
-        such as ``"entropy:0.3"``) chooses the exit rule; without it the rule is patience ``patience``.
-        patience / regression_threshold default to ``pabee_config``; giving both ``exit_rule`` and ``patience`` is
-        an error, and the entropy and confidence rules are refused for regression models (ValueError).
+        such as ``"entropy:0.3"``) chooses the exit rule, ``patience`` is short for ``exit_rule="patience:N"``;
+        without either the rule saved with the model runs (``pabee_config.exit_rule``, else its ``patience``: see
+        :func:`pabee.exit_defaults.default_exit_rule`). regression_threshold defaults to ``pabee_config``'s.
+        Giving both ``exit_rule`` and ``patience`` is an error, and the entropy and confidence rules are refused for
+        regression models (ValueError).
         In training mode, with ``labels`` or with ``output_all_layers`` every layer runs for every example (the
         loss needs every classifier); exit layers are then recomputed from all layers' logits with the same rule.
         Otherwise examples that exit stop costing compute: the active batch shrinks layer by layer (the "layer"
@@ -197,7 +202,9 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
             if labels is not None:
                 if labels.size(0) != input_ids.size(0):
                     raise ValueError(f"labels has {labels.size(0)} rows but the batch has {input_ids.size(0)}")
-                loss = weighted_layer_loss(all_logits, labels, self.loss_weights)
+                config = self.pabee_config
+                loss = distilled_layer_loss(all_logits, labels, self.loss_weights, config.distillation_alpha,
+                                            config.distillation_temperature)
             exit_layers = torch.from_numpy(rule.exit_layers(tensor_to_numpy(all_logits))).to(all_logits.device)
             return PabeeOutput(
                 loss=loss,
@@ -209,7 +216,7 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         return PabeeOutput._of_inference(logits, exit_layers)
 
     def _resolve_exit_rule(self, exit_rule: ExitRule | str | None, patience: int | None) -> ExitRule:
-        return resolve_exit_rule(exit_rule, patience, self.pabee_config.patience, self.num_labels)
+        return resolve_call_rule(exit_rule, patience, self.pabee_config, self.num_labels)
 
     def encode(
         self,
@@ -342,6 +349,9 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         loss_weighting: str | None = None,
         classifier_dropout: float | None = None,
         pooling: str | None = None,
+        exit_rule: ExitRule | str | None = None,
+        distillation_alpha: float | None = None,
+        distillation_temperature: float | None = None,
         **backbone_kwargs,
     ) -> PabeeForSequenceClassification:
         """Load a model in eval mode.
@@ -350,8 +360,11 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
         given here override the saved early-exit defaults, and ``num_labels`` must match), or a plain encoder
         checkpoint (local folder or hub id) whose backbone weights are loaded with ``transformers.AutoModel`` and
         which gets freshly initialised classifiers. ``pooling`` ("cls" or "mean", see :class:`PabeeConfig`) defaults
-        to the pooling a local sentence-transformers folder declares, else "cls". ``backbone_kwargs`` go to
-        transformers (``revision``, ``attn_implementation``, ``local_files_only``...).
+        to the pooling a local sentence-transformers folder declares, else "cls". ``exit_rule`` (``"entropy:0.3"``)
+        sets the default exit rule; a ``patience`` given without it replaces a saved default rule of another kind.
+        ``distillation_alpha`` / ``distillation_temperature``: self-distillation in training (see
+        :class:`PabeeConfig`; default off). ``backbone_kwargs`` go to transformers (``revision``,
+        ``attn_implementation``, ``local_files_only``...).
         """
         overrides = {
             "patience": patience,
@@ -359,6 +372,9 @@ class PabeeForSequenceClassification(PushToHubMixin, nn.Module):
             "loss_weighting": loss_weighting,
             "classifier_dropout": classifier_dropout,
             "pooling": pooling,
+            "exit_rule": None if exit_rule is None else str(exit_rule),
+            "distillation_alpha": distillation_alpha,
+            "distillation_temperature": distillation_temperature,
         }
         overrides = {k: v for k, v in overrides.items() if v is not None}
         return load_model(cls, name_or_path, num_labels, id2label, label2id, overrides, backbone_kwargs)

@@ -13,14 +13,15 @@ from .tables import is_full_depth
 if TYPE_CHECKING:
     from .evaluate import EvalRecord
 
-_SHORT_NAMES = {"patience": "t={}", "entropy": "H<{}", "confidence": "p>={}", "layer": "k={}"}
+_SHORT_NAMES = {"patience": "t={}", "entropy": "H<{}", "confidence": "p>={}", "layer": "k={}", "hybrid": "t={}"}
 SPEEDUPS = ("layer", "wall")
 
 
 def plot_tradeoff(
     records: Sequence[EvalRecord], path: str | os.PathLike, metric: str, speedup: str = "layer"
 ) -> Path:
-    """PNG of ``metric`` against speed-up, one curve per (checkpoint, split, exit rule kind), values annotated.
+    """PNG of ``metric`` against speed-up, one curve per (checkpoint, split, exit rule kind; hybrid: and confidence
+    threshold), values annotated.
 
     ``speedup``: "layer" (L / mean exit layer) or "wall" (measured wall-clock speed-up over full depth; records
     without one are left out). Every curve starts at the full-depth baseline (patience 0) of its checkpoint and
@@ -44,7 +45,7 @@ def plot_tradeoff(
     groups: dict[tuple[str, str, str], list[EvalRecord]] = {}
     for r in records:
         if not is_full_depth(r):
-            groups.setdefault((r.checkpoint, r.split, r.exit_rule), []).append(r)
+            groups.setdefault((r.checkpoint, r.split, _curve_name(r)), []).append(r)
     several_runs = len({(r.checkpoint, r.split) for r in records}) > 1
     for (checkpoint, split, kind), group in groups.items():
         base = baselines.get((checkpoint, split))
@@ -75,6 +76,11 @@ def plot_tradeoff(
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def _curve_name(r: EvalRecord) -> str:
+    """The rule kind, with the confidence threshold of a hybrid rule ("hybrid@0.9"): one curve per threshold."""
+    return r.exit_rule if r.exit_threshold is None else f"{r.exit_rule}@{_short_value(r.exit_threshold)}"
 
 
 def _short_value(value: float) -> str:

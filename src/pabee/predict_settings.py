@@ -40,8 +40,8 @@ class ModelSettings:
                          fronts=SAVED_MODEL)
     exit_rule: ExitRule | None = setting(
         None, parse=exit_rule_text, aliases=("--exit-rule",), fronts=SAVED_MODEL,
-        help="KIND:VALUE, e.g. entropy:0.3, confidence:0.9, layer:3, patience:2 (default: the exit rule saved with "
-             "the model)")
+        help="KIND:VALUE, e.g. entropy:0.3, confidence:0.9, layer:3, patience:2, hybrid:2@0.9 (default: the exit "
+             "rule saved with the model)")
     patience: int | None = setting(None, parse=patience_count, fronts=SAVED_MODEL,
                                    help="shorthand for --exit_rule patience:N")
     backend: str = setting("torch", choices=("torch", "onnx"), fronts=SAVED_MODEL,

@@ -21,7 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .exit_rules import ExitRule, check_rule_supported, patience_rule, to_exit_rule
+from .exit_defaults import default_exit_rule
+from .exit_rules import ExitRule, check_rule_supported, to_exit_rule
 
 BACKENDS = ("torch", "onnx")
 # architectures whose position ids start after the padding index (pad_token_id + 1 positions are unusable)
@@ -102,13 +103,9 @@ class ModelInfo:
 
 
 def saved_exit_rule(pabee_config: Any) -> ExitRule:
-    """The exit rule saved with a model: its ``exit_rule`` entry if it has one, else its default patience."""
-    rule = getattr(pabee_config, "exit_rule", None)
-    if isinstance(rule, dict):
-        rule = ExitRule(rule["kind"], rule["value"])
-    if rule:
-        return to_exit_rule(rule)
-    return patience_rule(int(getattr(pabee_config, "patience", 0) or 0))
+    """The exit rule saved with a model: its ``exit_rule`` entry if it has one, else its default patience
+    (:func:`pabee.exit_defaults.default_exit_rule`, the resolution the models themselves use)."""
+    return default_exit_rule(pabee_config)
 
 
 def load_backend(
@@ -149,11 +146,9 @@ def load_backend(
 
 def _onnx_info(model: Any) -> ModelInfo:
     """ModelInfo of an ONNX export, from its manifest (no torch, no transformers)."""
-    from types import SimpleNamespace
-
     manifest = model.manifest
     labels = tuple(model.id2label.get(i, f"LABEL_{i}") for i in range(model.num_labels))
-    rule = saved_exit_rule(SimpleNamespace(**manifest.get("pabee_config", {})))
+    rule = model.default_exit_rule  # resolved from the manifest's pabee_config by the runtime itself
     return ModelInfo(labels, model.num_layers, rule, manifest.get("max_length"), str(manifest.get("model_type", "")))
 
 
@@ -277,7 +272,11 @@ class Predictor:
 
     def predict(self, inputs: Sequence[TextInput], exit_rule: ExitRule | str | None = None) -> list[Prediction]:
         """Predict every input (a text or a (text, text) pair), ``batch_size`` at a time, in input order."""
-        encoded = self.encode(inputs)
+        return self.predict_encoded(self.encode(inputs), exit_rule)
+
+    def predict_encoded(self, encoded: Sequence[Encoded], exit_rule: ExitRule | str | None = None) -> list[Prediction]:
+        """Predict rows made by :meth:`encode`: ``batch_size`` at a time, grouped by length (less padding, as in
+        ``pabee eval``), answers in input order. Lets a caller time the model apart from tokenization."""
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].input_ids))  # less padding per batch
         results: list[Prediction | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):

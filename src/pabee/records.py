@@ -154,12 +154,13 @@ def _as_dict(record: EvalRecord | dict) -> dict:
 
 
 def record_key(record: dict) -> tuple:
-    """The experiment a stored record measures: (checkpoint, task, split, rule kind, rule value, regression
-    threshold, batch size). Records written before exit rules existed count as patience records."""
+    """The experiment a stored record measures: (checkpoint, task, split, rule kind, rule value, rule threshold
+    (hybrid only, else None), regression threshold, batch size). Records written before exit rules existed count
+    as patience records."""
     if record.get("exit_rule") is None:
-        rule = ("patience", record.get("patience"))
+        rule = ("patience", record.get("patience"), None)
     else:
-        rule = (record["exit_rule"], record.get("exit_value"))
+        rule = (record["exit_rule"], record.get("exit_value"), record.get("exit_threshold"))
     return (
         *(record.get(k) for k in ("checkpoint", "task", "split")),
         *rule,
@@ -204,7 +205,7 @@ def plot_points(
 ) -> list[EvalRecord]:
     """The points of one task and split's trade-off plot, from every stored record (this run's and earlier ones).
 
-    One record per (checkpoint, exit rule, value): the one at ``batch_size`` when there is one, else the one at
+    One record per (checkpoint, exit rule, value, threshold): the one at ``batch_size`` when there is one, else the one at
     the largest batch size measured (exits do not depend on the batch size). Patience records must have been
     measured with ``regression_threshold`` (give the threshold a regression run records, None otherwise), so a
     curve never mixes two thresholds. With ``metric``, records without that metric are left out.
@@ -217,7 +218,7 @@ def plot_points(
             continue
         if metric is not None and metric not in r.metrics:
             continue
-        key = (r.checkpoint, r.exit_rule, r.exit_value)
+        key = (r.checkpoint, r.exit_rule, r.exit_value, r.exit_threshold)
         best = chosen.get(key)
         if best is None or _prefer(r, best, batch_size):
             chosen[key] = r

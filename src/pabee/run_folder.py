@@ -31,7 +31,7 @@ RUN_ARTEFACTS = (
     "*.safetensors", "*.safetensors.index.json", "pytorch_model.bin*", "config.json", "pabee_config.json", RUN_FILE,
     "tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.model",
     "chat_template.jinja", "training_args.bin", "trainer_state.json", "*_results.json",
-    "eval_results.json*", "tradeoff_*.png", "predictions",
+    "eval_results.json*", "tradeoff_*.png", "predictions", "tune_split.json", "tuning.json",
 )
 
 

@@ -24,6 +24,7 @@ from .model_checks import ModelLabels, check_task_labels, custom_data_labels
 from .model_files import weights_digest
 from .settings import RunSettings
 from .tasks import TaskSpec, custom_task, get_task
+from .tune_run import tunes_after_training
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,8 @@ def load_task_data(settings: RunSettings, model_labels: ModelLabels | None = Non
         return read_glue_split(task, folder, split)
 
     train_examples = read("train") if settings.do_train else None
-    needs_dev = settings.do_eval or (settings.do_train and settings.train and settings.train.evaluate_during_training)
+    needs_dev = (settings.do_eval or (settings.do_train and settings.train and settings.train.evaluate_during_training)
+                 or tunes_after_training(settings))
     dev = {s: read(s) for s in task.dev_splits} if needs_dev else {}
     test = {s: read(s) for s in task.test_splits} if settings.do_predict else {}
     return TaskData(task, train_examples, dev, test)

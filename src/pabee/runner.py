@@ -17,6 +17,7 @@ from .data import (
     DataError,
     write_glue_predictions,
 )
+from .data.holdout import hold_out, save_holdout
 from .eval_models import backend_info, backend_name, load_eval_model
 from .evaluate import (
     EvalRecord,
@@ -51,6 +52,8 @@ from .run_inputs import (
 from .settings import RunSettings, TrainSettings  # noqa: F401  (RunSettings lives in pabee.settings; re-exported)
 from .tasks import TaskSpec
 from .train import check_output_dir, init_regression_heads, train
+from .tune_run import data_record, tune_after_training, tunes_after_training
+from .tuning import TuningResult
 from .validation import check_exit_rules
 
 logger = logging.getLogger(__name__)
@@ -77,6 +80,8 @@ class RunResult:
         results_file: the records file (``eval_results.json``) the records were merged into, or None.
         plots: the trade-off plots redrawn after the evaluation.
         predictions: ``(split, exit rule label, path)`` of every prediction file written.
+        tuning: with several exit rules at training, the :class:`pabee.tuning.TuningResult` whose choice became
+            the saved model's default exit rule (else None); tuning_file: the ``tuning.json`` written.
     """
 
     records: list[EvalRecord] = field(default_factory=list)
@@ -84,6 +89,8 @@ class RunResult:
     results_file: Path | None = None
     plots: list[Path] = field(default_factory=list)
     predictions: list[tuple[str, str, Path]] = field(default_factory=list)
+    tuning: TuningResult | None = None
+    tuning_file: Path | None = None
 
 
 def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None = None) -> RunResult:
@@ -119,12 +126,20 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
         warnings.warn(
             f"--regression_threshold is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
+    if tunes_after_training(settings) and settings.tune_split is None and not data.dev:  # fail before training
+        raise DataError(f"no dev data to tune the exit rule of {task.name} on after training: give --validation_file, "
+                        "or --tune_split to hold part of the training set out")
+    if settings.tune_split is not None and not settings.do_train:
+        warnings.warn("--tune_split is ignored: it holds examples out of training", UserWarning, stacklevel=2)
     if settings.regression_head_init not in ("zero", "mean"):
         raise ValueError(f"regression_head_init must be 'zero' or 'mean', got {settings.regression_head_init!r}")
     if settings.regression_head_init == "mean" and not task.is_regression:
         warnings.warn(
             f"--regression_head_init is ignored: {task.name} is a classification task", UserWarning, stacklevel=2
         )
+    if settings.distillation_alpha and settings.loss_weighting == "last":
+        warnings.warn("--distillation_alpha has no effect with --loss_weighting last: only the last classifier "
+                      "trains", UserWarning, stacklevel=2)
     if settings.model_type is not None:
         _check_model_type(settings.model_type, source, settings.cache_dir)
     tokenizer = load_tokenizer(
@@ -135,10 +150,14 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
     # that fails before it has anything to write leaves no empty folder behind
 
     result = RunResult()
+    held = None  # the training examples --tune_split holds out for tuning the exit rule
     if settings.do_train:
         if not data.train:
             raise DataError("no training data")
         train_examples = _limit(data.train, settings.max_train_samples)
+        if settings.tune_split is not None:
+            train_examples, held = hold_out(train_examples, settings.tune_split, settings.train.seed)
+            logger.info("holding %d training examples out for tuning the exit rule", len(held.examples))
         set_seed(settings.train.seed)  # before the fresh classifiers are initialised: same seed, same run
         model = PabeeForSequenceClassification.from_pretrained(
             source,
@@ -148,6 +167,8 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
             regression_threshold=settings.regression_threshold if task.is_regression else None,
             loss_weighting=settings.loss_weighting,
             pooling=settings.pooling,
+            distillation_alpha=settings.distillation_alpha,
+            distillation_temperature=settings.distillation_temperature,
             cache_dir=settings.cache_dir,
         )
         dev_for_training = None
@@ -170,6 +191,8 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
 
     if int(os.environ.get("RANK", "0")) != 0:
         return result  # under torchrun only the first process evaluates and writes results
+    if held is not None:
+        save_holdout(settings.output_dir, held, data_record(settings, task, max_seq_length))
     checkpoints = _checkpoints_to_evaluate(settings)
     if settings.do_eval:
         if not data.dev:
@@ -189,6 +212,9 @@ def run(settings: RunSettings, on_result: Callable[[ResultGroup], None] | None =
                 out.parent.mkdir(parents=True, exist_ok=True)
                 written = write_glue_predictions(task, examples, predicted_labels(task, pred.logits).tolist(), out)
                 result.predictions.append((split, rule.label, written))
+    if tunes_after_training(settings):  # several exit rules: the fastest within --max_drop becomes the default
+        result.tuning, result.tuning_file = tune_after_training(
+            settings, task, data.dev, tokenizer, max_seq_length, held)
     return result
 
 

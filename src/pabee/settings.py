@@ -87,6 +87,32 @@ def warmup_fraction(text: str) -> float:
     return value
 
 
+def fraction_or_count(text: str) -> float | int:
+    """``pabee train --tune_split``: ``"0.1"`` -> 0.1 (a fraction of the training examples), ``"500"`` -> 500."""
+    try:
+        value: float | int = int(text)
+    except ValueError:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+    if isinstance(value, int) and value < 1 or isinstance(value, float) and not 0 < value < 1:  # NaN fails too
+        raise argparse.ArgumentTypeError(
+            f"--tune_split must be a fraction in (0, 1) or a number of training examples >= 1, got {text!r}")
+    return value
+
+
+def max_drop_points(text: str) -> float:
+    """``--max_drop``: points of the main metric (x 100), a number from 0 to 100."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 100:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number of points (metric x 100) from 0 to 100, got {text!r}")
+    return value
+
+
 def _default_exit_rules() -> list:
     from .exit_rules import ExitRule
 
@@ -182,6 +208,16 @@ class RunSettings:
         help="the exit rules evaluated (--patience / --exit_rule and --exit_values on the command line)")
     regression_threshold: float | None = setting(
         None, help="regression tasks: two layers agree when their predictions differ by less than this")
+    tune_split: float | int | None = setting(
+        None, parse=fraction_or_count, aliases=("--tune-split",), fronts=(SEED, TRAIN),
+        help="hold this fraction (0.1) or number (500) of the training examples out of training, drawn with "
+             "--seed, to tune the exit rule on (listed in OUTPUT_DIR/tune_split.json; later: pabee tune RUN_DIR "
+             "--tune_split heldout)")
+    max_drop: float = setting(
+        0.5, parse=max_drop_points, aliases=("--max-drop",), fronts=(SEED, TRAIN),
+        help="with several exit rules (--patience 1,2,3,...), training ends with pabee tune: the fastest exit "
+             "setting whose main metric is at most this many points (x 100) below full depth, on the --tune_split "
+             "examples (else dev), becomes the saved default")
     eval_batch_sizes: list[int] = setting(
         default_factory=lambda: [32], flag="--per_device_eval_batch_size", aliases=("--per_gpu_eval_batch_size",),
         parse=comma_ints("eval batch size"), help="one size or several, e.g. 1,32")
@@ -195,6 +231,15 @@ class RunSettings:
     loss_weighting: str | None = setting(
         None, choices=("linear", "uniform", "last"),
         help="linear: PABEE's i/sum(i) (default); uniform; last: plain fine-tuning of the last classifier")
+    distillation_alpha: float | None = setting(
+        None, fronts=(SEED, TRAIN),
+        help="self-distillation: every internal classifier but the last learns (1 - alpha) x its label loss + alpha x "
+             "the KL divergence to the last classifier's softened predictions (regression: the squared error to "
+             "its prediction), under the layer weighting (default: 0 = off, or the value saved with a pabee model)")
+    distillation_temperature: float | None = setting(
+        None, fronts=(SEED, TRAIN),
+        help="softmax temperature T of --distillation_alpha's KL term, scaled by T^2 (default: 2, or the value "
+             "saved with a pabee model)")
     pooling: str | None = setting(
         None, choices=("cls", "mean"),
         help="what the internal classifiers read (default: the model's own sentence-transformers pooling if it "

@@ -49,7 +49,7 @@ def is_full_depth(r: EvalRecord) -> bool:
 
 def rule_name(r: EvalRecord) -> str:
     """The table's "rule" cell: "full" for the full-depth baseline, else e.g. "patience 3", "entropy 0.3"."""
-    return "full" if is_full_depth(r) else ExitRule(r.exit_rule, r.exit_value).label
+    return "full" if is_full_depth(r) else ExitRule(r.exit_rule, r.exit_value, r.exit_threshold).label
 
 
 def flag_notes(records: Sequence[EvalRecord]) -> list[str]:

@@ -24,7 +24,7 @@ def integer(flag: str, value: object, minimum: int, *, hint: str = "") -> int:
 
 
 def number(flag: str, value: object, *, above: float | None = None, at_least: float | None = None,
-           below: float | None = None) -> float:
+           below: float | None = None, at_most: float | None = None) -> float:
     """``value`` as a finite float within the given bounds; else ValueError naming ``--flag``."""
     bounds = []
     if above is not None:
@@ -33,6 +33,8 @@ def number(flag: str, value: object, *, above: float | None = None, at_least: fl
         bounds.append(f">= {at_least:g}")
     if below is not None:
         bounds.append(f"< {below:g}")
+    if at_most is not None:
+        bounds.append(f"<= {at_most:g}")
     wanted = f"--{flag} must be a finite number{' ' + ' and '.join(bounds) if bounds else ''}"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ValueError(f"{wanted}, got {value!r}")
@@ -42,6 +44,7 @@ def number(flag: str, value: object, *, above: float | None = None, at_least: fl
         or (above is not None and not result > above)
         or (at_least is not None and not result >= at_least)
         or (below is not None and not result < below)
+        or (at_most is not None and not result <= at_most)
     ):
         raise ValueError(f"{wanted}, got {value!r}")
     return result
@@ -118,7 +121,18 @@ def check_run_settings(s) -> None:
         integer("per_device_eval_batch_size", size, 1)
     if s.regression_threshold is not None:
         number("regression_threshold", s.regression_threshold, at_least=0)
+    if s.distillation_alpha is not None:
+        number("distillation_alpha", s.distillation_alpha, at_least=0, at_most=1)
+    if s.distillation_temperature is not None:
+        number("distillation_temperature", s.distillation_temperature, above=0)
     if s.backend not in BACKENDS:
         raise ValueError(f"--backend must be one of {', '.join(BACKENDS)}, got {s.backend!r}")
     if s.threads is not None:
         integer("threads", s.threads, 1, hint=" (leave it out for torch's default)")
+    if s.tune_split is not None:
+        from .data.holdout import check_tune_split
+
+        s.tune_split = check_tune_split(s.tune_split)
+    number("max_drop", s.max_drop, at_least=0)
+    if s.max_drop > 100:
+        raise ValueError(f"--max_drop must be a number of points (metric x 100) from 0 to 100, got {s.max_drop!r}")

@@ -56,6 +56,12 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+def _default_rule(manifest: dict) -> str:
+    from ..exit_defaults import default_exit_rule
+
+    return str(default_exit_rule(manifest.get("pabee_config", {})))
+
+
 def describe_export(folder, manifest: dict) -> str:
     """A few lines saying what an export holds."""
     graphs = dict.fromkeys(entry["graph"] for entry in manifest["layers"])
@@ -71,7 +77,7 @@ def describe_export(folder, manifest: dict) -> str:
         f"  {manifest.get('model_type')}, {manifest['num_layers']} layers in {len(graphs)} layer graph(s) + "
         f"embeddings.onnx, {precision} layers, opset {manifest.get('opset')}, {size:.1f} MiB of graphs",
         f"  labels {list(manifest['id2label'].values())}, pooling {manifest.get('pooling')}, "
-        f"default patience {manifest.get('pabee_config', {}).get('patience')}",
+        f"default exit rule {_default_rule(manifest)}",
     ]
     for name, check in checks.items():
         lines.append(f"  check vs torch ({name}): max |logit difference| {check['max_abs_diff']:.2g} "

@@ -320,6 +320,7 @@ def _model_facts(model, run_dir: Path, tokenizer) -> dict:
         "pad_token_id": tokenizer.pad_token_id,
         "pad_token": tokenizer.pad_token,
         "pabee_config": model.pabee_config.to_dict(),
+        "default_exit_rule": str(info.default_exit_rule),  # what the runtime resolves from pabee_config (readable)
     }
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import onnxruntime as ort
 
 from ..early_exit import run_early_exit
-from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold, resolve_exit_rule
+from ..exit_defaults import default_exit_rule, resolve_call_rule
+from ..exit_rules import DEFAULT_REGRESSION_THRESHOLD, ExitRule, check_regression_threshold
 from . import MANIFEST_NAME, is_onnx_export
 from .layer_inputs import cut_feed, first_feed
 
@@ -47,21 +48,17 @@ def default_threads() -> int:
 def session_options(threads: int | None = None, spinning: bool = True) -> ort.SessionOptions:
     """ONNX Runtime options: ``threads`` intra-op threads (None: :func:`default_threads`; 0: ONNX Runtime's
     default), one inter-op thread (the graphs run one after another), sequential execution, every graph
-    optimization, and worker threads that stop spinning as soon as a run ends. ``spinning=False``: workers that
-    never spin but sleep until there is work; with 2 threads on a 2-core CPU that other processes kept busy, this
-    ran the plain single graph 2x and the layer graphs 3x faster (int8, batch size 1); what it costs on an idle CPU
-    is what ``benchmarks/runtime.py --no-spinning`` measures.
+    optimization, worker threads that stop spinning as soon as a run ends, CPU memory from one arena per process.
 
-    The last one matters for early exit: the graphs of one model run one after another, and by default the workers
-    of the graph that just finished keep spinning, waiting for more work, while the next graph's workers start;
-    they then fight for the cores (measured on a busy 2-core machine: 3-4x slower than the same computation in
-    one graph, 2 threads each). With the workers stopped at the end of each run, the layer graphs in a row ran
-    about as fast as the one graph there.
-
-    Every session also takes its CPU memory from one arena shared by the process (:func:`shared_cpu_arena`)
-    instead of an arena of its own: the next layer graph then reuses the buffers the previous one just freed,
-    still in the CPU caches (measured on MiniLM-L6 at batch size 1, one thread: int8 layer graphs in a row about
-    5 % faster, fp32 within the noise).
+    Stopping the workers matters for early exit: the graphs of one model run one after another, and by default the
+    workers of the graph that just finished keep spinning, waiting for more work, while the next graph's workers
+    start; they then fight for the cores (measured on a busy 2-core machine: 3-4x slower than the same computation
+    in one graph, 2 threads each). With the workers stopped at the end of each run, the layer graphs in a row ran
+    about as fast as the one graph there. ``spinning=False``: workers that never spin but sleep until there is work
+    (MiniLM-L6 int8, batch size 1, 2 threads: 2x (plain graph) and 3x (layer graphs) faster on a 2-core CPU that
+    other processes kept busy, about 20 % slower on an idle one). The shared arena (:func:`shared_cpu_arena`): the
+    next layer graph reuses the buffers the previous one just freed, still in the CPU caches (MiniLM-L6, batch size
+    1, one thread: int8 layer graphs about 5 % faster, fp32 within the noise).
     """
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 0):
         raise ValueError(f"threads must be an integer >= 0 (0: ONNX Runtime's default), got {threads!r}")
@@ -194,7 +191,8 @@ class PabeeOnnxModel:
     ``model(input_ids, attention_mask=None, token_type_ids=None, patience=None, exit_rule=None,
     regression_threshold=None)`` returns :class:`PabeeOnnxOutput` (``logits``, ``exit_layers``).
     Attributes: ``manifest`` (the export's ``pabee_onnx.json``), ``num_layers``, ``num_labels``, ``id2label``,
-    ``threads`` (intra-op threads asked for; 0 = ONNX Runtime's default).
+    ``threads`` (intra-op threads asked for; 0 = ONNX Runtime's default), ``default_exit_rule`` (the rule saved
+    with the model, from the manifest's ``pabee_config``: its ``exit_rule``, else its ``patience``).
     """
 
     def __init__(self, folder: Path, manifest: dict, embeddings: ort.InferenceSession,
@@ -211,7 +209,9 @@ class PabeeOnnxModel:
         self.uses_token_type_ids = bool(manifest["uses_token_type_ids"])
         self.max_length = manifest.get("max_length")
         saved = manifest.get("pabee_config", {})
+        self._saved = saved
         self.default_patience = int(saved.get("patience", 0))
+        self.default_exit_rule = default_exit_rule(saved)
         self.default_regression_threshold = check_regression_threshold(
             saved.get("regression_threshold", DEFAULT_REGRESSION_THRESHOLD)
         )
@@ -270,8 +270,8 @@ class PabeeOnnxModel:
         regression_threshold: float | None = None,
     ) -> PabeeOnnxOutput:
         """Early-exit inference on a batch of (B,S) token arrays (int64; lists work too). ``exit_rule`` or
-        ``patience`` as in the torch model (default: the patience saved with the model)."""
-        rule = resolve_exit_rule(exit_rule, patience, self.default_patience, self.num_labels).build(
+        ``patience`` as in the torch model (default: the exit rule saved with the model)."""
+        rule = resolve_call_rule(exit_rule, patience, self._saved, self.num_labels).build(
             self.default_regression_threshold
             if regression_threshold is None
             else check_regression_threshold(regression_threshold)

@@ -9,7 +9,9 @@ to the model's limit); the ``X-Exit-Layers`` header lists the exit layers, comma
 With ``"truncate": false`` an input longer than the model's limit is refused with 413 instead.
 
 Errors are JSON ``{"error": message, "error_type": kind}``: 401 (missing or wrong API key), 413 (body or batch too
-large, input too long without truncation), 422 (invalid JSON or request), 429 (queue full), 503 (shutting down).
+large, input too long without truncation), 422 (invalid JSON or request), 429 (queue full; with
+``--max-queue-seconds``, also when the pending worst-case work is over budget, with ``Retry-After``), 503 (shutting
+down).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..predictor import Encoded, Prediction, Predictor
+from .admission import OverBudget, WorkBudget
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
 from .metrics import ServerMetrics
 from .settings import ServeSettings
@@ -116,13 +119,15 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     and, at shutdown, runs what is still queued before the app stops."""
     settings = settings or ServeSettings()
     metrics = ServerMetrics(predictor.info.num_layers, settings.max_batch_size)
+    budget = WorkBudget(predictor.info.num_layers, settings.max_queue_seconds, settings.max_batch_size)
+    metrics.watch_budget(budget)
 
     def on_batch(rows: list[Encoded], results: list[Prediction]) -> None:
         metrics.observe_batch(len(rows), [p.exit_layer for p in results], sum(p.truncated for p in results))
 
     batcher = DynamicBatcher(
         predictor.run, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,
-        on_batch=on_batch, on_depth=metrics.queue_depth.set,
+        on_batch=on_batch, on_depth=metrics.queue_depth.set, budget=budget,
     )
 
     @asynccontextmanager
@@ -136,6 +141,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     app = FastAPI(title="pabee", version=__version__, lifespan=lifespan,
                   description="Patience-based early exit classifier (text-embeddings-inference /predict shapes)")
     app.state.predictor, app.state.batcher, app.state.metrics, app.state.settings = predictor, batcher, metrics, settings
+    app.state.budget = budget
     expected_key = settings.api_key.encode() if settings.api_key else None
 
     @app.middleware("http")
@@ -186,6 +192,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         inputs, single = parse_inputs(req.inputs)
         if len(inputs) > settings.max_inputs:
             raise ApiError(413, f"{len(inputs)} inputs in one request, more than the limit of {settings.max_inputs}")
+        try:
+            budget.check(len(inputs))  # refused before the work of tokenizing
+        except OverBudget as err:
+            return _over_budget(err)
         rows = await run_in_threadpool(predictor.encode, inputs)
         if not req.truncate:
             for i, row in enumerate(rows):
@@ -194,6 +204,8 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                                         f"{predictor.max_length}; shorten it or send \"truncate\": true")
         try:
             results = await batcher.submit(rows)
+        except OverBudget as err:
+            return _over_budget(err)
         except QueueFull as err:
             raise ApiError(429, str(err), "Overloaded") from None
         except ShuttingDown as err:
@@ -220,6 +232,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             "max_batch_size": settings.max_batch_size,
             "max_wait_ms": settings.max_wait_ms,
             "max_queue": settings.max_queue,
+            "max_queue_seconds": settings.max_queue_seconds,
             "max_inputs": settings.max_inputs,
             "max_input_bytes": settings.max_input_bytes,
             "version": __version__,
@@ -232,6 +245,10 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return Response(body, media_type=content_type)
 
     return app
+
+
+def _over_budget(err: OverBudget) -> JSONResponse:
+    return error_response(429, str(err), "Overloaded", {"Retry-After": str(err.retry_after)})
 
 
 def _authorized(request: Request, expected: bytes) -> bool:

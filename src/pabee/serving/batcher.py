@@ -5,18 +5,24 @@ at most ``max_wait_ms`` for more to arrive (or until ``max_batch_size`` are ther
 dedicated thread, so the event loop keeps accepting and answering requests meanwhile. Each input of a batch exits
 the model on its own (the early-exit loop works row by row); each request's future resolves when all its inputs
 are done. A full queue refuses a request as a whole (:class:`QueueFull`); :meth:`DynamicBatcher.stop` drains what
-is queued before returning.
+is queued before returning. With a :class:`~pabee.serving.admission.WorkBudget`, a request is also refused when
+its inputs' worst-case work does not fit the budget (:class:`~pabee.serving.admission.OverBudget`, a QueueFull),
+and every batch's time and layers teach the budget the model's speed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .admission import WorkBudget
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +52,7 @@ class DynamicBatcher:
         max_queue: most rows waiting (not counting the batch being run).
         on_batch: called (in the event loop) with the rows and results of every completed batch, e.g. for metrics.
         on_depth: called with the queue depth whenever it changes.
+        budget: admits requests by worst-case work and learns the model's speed from every batch (None: no budget).
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class DynamicBatcher:
         max_queue: int = 1024,
         on_batch: Callable[[list[Any], Sequence[Any]], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        budget: WorkBudget | None = None,
     ):
         self.run_batch = run_batch
         self.max_batch_size = max_batch_size
@@ -63,6 +71,7 @@ class DynamicBatcher:
         self.max_queue = max_queue
         self.on_batch = on_batch
         self.on_depth = on_depth
+        self.budget = budget
         self._queue: deque[_Item] = deque()
         self._arrived: asyncio.Event | None = None
         self._task: asyncio.Task | None = None
@@ -98,6 +107,8 @@ class DynamicBatcher:
                 f"the queue is full ({len(self._queue)} inputs waiting, at most {self.max_queue}): retry later"
             )
         self.start()
+        if self.budget is not None:
+            self.budget.admit(len(rows))  # OverBudget: nothing was queued
         loop = asyncio.get_running_loop()
         now = loop.time()
         items = [_Item(row, loop.create_future(), now) for row in rows]
@@ -129,20 +140,26 @@ class DynamicBatcher:
             await self._fill(loop)
             batch = [self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))]
             self._depth_changed()
+            popped = len(batch)
             batch = [item for item in batch if not item.future.done()]  # the caller went away (cancelled)
+            if self.budget is not None and popped > len(batch):
+                self.budget.release(popped - len(batch))
             if not batch:
                 continue
             rows = [item.row for item in batch]
+            started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self.run_batch, rows)
                 if len(results) != len(rows):
                     raise RuntimeError(f"the model returned {len(results)} results for {len(rows)} inputs")
             except Exception as err:  # a failed batch fails its requests, never the worker
                 logger.exception("model call on a batch of %d inputs failed", len(rows))
+                self._finish(len(rows))
                 for item in batch:
                     if not item.future.done():
                         item.future.set_exception(err)
                 continue
+            self._finish(len(rows), time.perf_counter() - started, results)
             for item, result in zip(batch, results):
                 if not item.future.done():
                     item.future.set_result(result)
@@ -164,6 +181,15 @@ class DynamicBatcher:
                 await asyncio.wait_for(self._arrived.wait(), remaining)
             except asyncio.TimeoutError:
                 return
+
+    def _finish(self, rows: int, seconds: float | None = None, results: Sequence[Any] = ()) -> None:
+        """Tell the budget a batch is done (its inputs are no longer pending; its time and layers, if it ran)."""
+        if self.budget is None:
+            return
+        try:
+            self.budget.finish(rows, seconds, results)
+        except Exception:  # never stop the worker (the budget released the inputs before it failed)
+            logger.exception("work budget update failed")
 
     def _depth_changed(self) -> None:
         if self.on_depth is not None:

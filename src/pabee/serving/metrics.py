@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +13,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .admission import WorkBudget
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -31,7 +39,9 @@ class ServerMetrics:
     * ``pabee_request_latency_seconds``: ``/predict`` time from arrival to response.
     * ``pabee_batch_size``: inputs per model call (buckets 1, 2, 4, ... max batch size).
     * ``pabee_exit_layer``: the layer each input exited at (buckets 1..L): when inputs stop exiting early, the mass
-      moves to the last bucket.
+      moves to the last bucket. Its ``_sum`` counts the layer-rows run (one input through one layer).
+
+    With :meth:`watch_budget`, the work budget's state at each scrape (:class:`BudgetCollector`).
     """
 
     def __init__(self, num_layers: int, max_batch_size: int):
@@ -56,6 +66,10 @@ class ServerMetrics:
             buckets=[float(i) for i in range(1, num_layers + 1)], registry=r,
         )
 
+    def watch_budget(self, budget: WorkBudget) -> None:
+        """Expose ``budget``'s pending work, speed estimate, limit, refusals and model time."""
+        self.registry.register(BudgetCollector(budget))
+
     def observe_batch(self, size: int, exit_layers: list[int], truncated: int) -> None:
         """Record one model call: its size, every input's exit layer and how many inputs were truncated."""
         self.batch_size.observe(size)
@@ -68,3 +82,33 @@ class ServerMetrics:
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class BudgetCollector(Collector):
+    """The work budget (:class:`~pabee.serving.admission.WorkBudget`), read at every scrape.
+
+    * ``pabee_pending_work_layer_rows``: the worst-case work admitted and not done (pending inputs x L).
+    * ``pabee_work_budget_layer_rows``: the most worst-case work admitted at once (+Inf without
+      ``--max-queue-seconds``).
+    * ``pabee_seconds_per_layer_row``: the measured speed (NaN until a batch has run).
+    * ``pabee_budget_rejections_total``: requests refused with 429 because their work did not fit.
+    * ``pabee_model_busy_seconds_total``: time spent in model calls (its rate: the model's utilisation, 0..1).
+    """
+
+    def __init__(self, budget: WorkBudget):
+        self.budget = budget
+
+    def collect(self):
+        b = self.budget
+        speed, limit = b.seconds_per_layer_row, b.limit_layer_rows
+        yield GaugeMetricFamily("pabee_pending_work_layer_rows",
+                                "worst-case work admitted and not done: pending inputs x layers",
+                                value=b.pending_layer_rows)
+        yield GaugeMetricFamily("pabee_work_budget_layer_rows",
+                                "most worst-case work admitted at once (+Inf: no --max-queue-seconds)",
+                                value=math.inf if limit is None else limit)
+        yield GaugeMetricFamily("pabee_seconds_per_layer_row", "measured model seconds per input-layer (NaN: none yet)",
+                                value=math.nan if speed is None else speed)
+        yield CounterMetricFamily("pabee_budget_rejections", "requests refused (429) by the work budget",
+                                  value=b.rejected)
+        yield CounterMetricFamily("pabee_model_busy_seconds", "seconds spent in model calls", value=b.busy_seconds)

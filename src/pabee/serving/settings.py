@@ -27,6 +27,14 @@ def non_negative_number(text: str) -> float:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds > 0 (``--max-queue-seconds``)."""
+    value = non_negative_number(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
 def _serve_flag(name: str, default, help: str, **kwargs):
     """A ``pabee serve`` flag spelt ``--max-batch-size``, with ``--max_batch_size`` as its alias."""
     return setting(default, help=help, flag=f"--{name.replace('_', '-')}", aliases=(f"--{name}",),
@@ -43,6 +51,9 @@ class ServeSettings:
         max_batch_size: most inputs per model call; requests' inputs are batched together up to this size.
         max_wait_ms: how long the first queued input waits for others to fill a batch.
         max_queue: most inputs waiting for the model; a request that does not fit gets 429.
+        max_queue_seconds: admission by worst-case work (:mod:`pabee.serving.admission`): a request is refused
+            with 429 and ``Retry-After`` when the inputs pending, its own included, each counted at full depth,
+            would take more than this many seconds at the measured speed (None: no such limit).
         max_inputs: most inputs in one request (more: 413).
         max_input_bytes: largest request body in bytes (more: 413).
         log_level: the level of pabee's and uvicorn's logs.
@@ -59,6 +70,11 @@ class ServeSettings:
                                      help="how long an input waits for others to fill a batch")
     max_queue: int = _serve_flag("max_queue", 1024, parse=_positive_int,
                                  help="most inputs waiting; a request that does not fit gets 429")
+    max_queue_seconds: float | None = _serve_flag(
+        "max_queue_seconds", None, parse=positive_seconds,
+        help="refuse a request (429 with Retry-After) when the inputs pending, its own included, would take more "
+             "than this many seconds if every one ran at full depth, at the measured speed (default: no limit; "
+             "see docs/serving-operations.md)")
     max_inputs: int = _serve_flag("max_inputs", 256, parse=_positive_int, help="most inputs in one request (more: 413)")
     max_input_bytes: int = _serve_flag("max_input_bytes", 2 * 1024 * 1024, parse=_positive_int,
                                        help="largest request body (more: 413)")
@@ -77,6 +93,8 @@ class ServeSettings:
             )
         if not self.max_wait_ms >= 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if self.max_queue_seconds is not None and not 0 < self.max_queue_seconds < float("inf"):
+            raise ValueError(f"max_queue_seconds must be a positive number, got {self.max_queue_seconds!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.api_key is not None and not self.api_key.strip():

@@ -1,0 +1,184 @@
+"""The bounded load generator of the serving benchmark, and what it reads from the server's ``/metrics``.
+
+:func:`run_load` is a closed loop on loopback: ``concurrency`` asyncio workers share one ``httpx.AsyncClient``;
+each sends the next request as soon as its previous one is answered, until the planned requests are all sent or
+the time limit passes (requests in flight then still finish). Every request ends in exactly one outcome: answered
+with a 2xx whose body holds one entry per input ("ok"), answered otherwise ("http 429", "bad response"), or failed
+at the transport level ("connect error", "timeout", or the httpx error's name), so nothing goes uncounted.
+
+:func:`metrics_delta` turns two ``/metrics`` readings into the server's view of the run between them (model calls,
+mean batch size, inputs, mean exit layer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from .serve_load_server import rss_mib
+
+
+def request_body(inputs: Any) -> bytes:
+    """The JSON body of ``POST /predict`` for ``inputs`` (serialised once, before the clock starts)."""
+    return json.dumps({"inputs": inputs}).encode("utf-8")
+
+
+def _exit_layers(payload: Any, n_inputs: int, single: bool) -> list[int] | None:
+    """The exit layer of every input in a /predict answer (None when the answer does not have their shape)."""
+    entries = [payload] if single else payload
+    if not isinstance(entries, list) or len(entries) != n_inputs:
+        return None
+    try:
+        return [int(entry[0]["exit_layer"]) for entry in entries]
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+
+
+async def _send(client: httpx.AsyncClient, body: bytes, n_inputs: int, single: bool) -> tuple[str, float, list]:
+    """One request: (outcome, seconds, exit layers)."""
+    start = time.perf_counter()
+    try:
+        response = await client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+    except httpx.ConnectError:
+        return "connect error", time.perf_counter() - start, []
+    except httpx.TimeoutException:
+        return "timeout", time.perf_counter() - start, []
+    except httpx.HTTPError as err:
+        return type(err).__name__, time.perf_counter() - start, []
+    seconds = time.perf_counter() - start
+    if not 200 <= response.status_code < 300:
+        return f"http {response.status_code}", seconds, []
+    try:
+        layers = _exit_layers(response.json(), n_inputs, single)
+    except ValueError:
+        layers = None
+    return ("ok", seconds, layers) if layers is not None else ("bad response", seconds, [])
+
+
+async def _rss_sampler(pid: int, interval_s: float, samples: list, start: float, stop: asyncio.Event) -> None:
+    while True:
+        rss = rss_mib(pid)
+        if rss is not None:
+            samples.append([round(time.perf_counter() - start, 3), round(rss, 2)])
+        try:
+            await asyncio.wait_for(stop.wait(), interval_s)
+            return
+        except asyncio.TimeoutError:
+            pass
+
+
+async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency: int, max_seconds: float,
+                timeout_s: float, rss_pid: int | None, rss_interval_s: float) -> dict:
+    outcomes: list[tuple[str, float, list] | None] = [None] * len(requests)
+    next_index = 0
+    samples: list = []
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+        start = time.perf_counter()
+        deadline = start + max_seconds
+        stop = asyncio.Event()
+        sampler = (asyncio.create_task(_rss_sampler(rss_pid, rss_interval_s, samples, start, stop))
+                   if rss_pid is not None else None)
+
+        async def worker() -> None:
+            nonlocal next_index
+            while next_index < len(requests) and time.perf_counter() < deadline:
+                i = next_index
+                next_index += 1
+                outcomes[i] = await _send(client, *requests[i])
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(concurrency)))
+        finally:
+            wall = time.perf_counter() - start
+            stop.set()
+            if sampler is not None:
+                await sampler
+    return {"outcomes": outcomes, "wall_s": wall, "rss_samples": samples}
+
+
+def run_load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency: int, max_seconds: float = 120.0,
+             timeout_s: float = 60.0, rss_pid: int | None = None, rss_interval_s: float = 0.5) -> dict:
+    """Send ``requests`` ((body, inputs in it, whether it is a single input) each) with ``concurrency`` workers;
+    stop sending after ``max_seconds``. ``rss_pid``: sample that process's RSS every ``rss_interval_s`` meanwhile.
+
+    Returns the run's summary (:func:`summarize`), plus ``rss_samples`` ([seconds, MiB] pairs) when sampling.
+    """
+    raw = asyncio.run(_load(url, requests, concurrency, max_seconds, timeout_s, rss_pid, rss_interval_s))
+    summary = summarize(raw["outcomes"], [n for _, n, _ in requests], raw["wall_s"])
+    if rss_pid is not None:
+        summary["rss_samples"] = raw["rss_samples"]
+    return summary
+
+
+def percentile_ms(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q) * 1000) if len(values) else None
+
+
+def summarize(outcomes: Sequence[tuple[str, float, list] | None], inputs_per_request: Sequence[int],
+              wall_s: float) -> dict:
+    """Counts (planned = ok + errors + not sent), throughput, latency percentiles of the answered requests, exit
+    layers of the answered inputs."""
+    sent = [o for o in outcomes if o is not None]
+    ok = [o for o in sent if o[0] == "ok"]
+    errors = Counter(o[0] for o in sent if o[0] != "ok")
+    layers = [layer for o in ok for layer in o[2]]
+    latencies = [o[1] for o in ok]
+    inputs_ok = sum(n for o, n in zip(outcomes, inputs_per_request) if o is not None and o[0] == "ok")
+    return {
+        "planned": len(outcomes), "sent": len(sent), "ok": len(ok), "errors": dict(sorted(errors.items())),
+        "error_count": sum(errors.values()), "not_sent": len(outcomes) - len(sent),
+        "inputs_ok": inputs_ok, "wall_s": wall_s,
+        "inputs_per_s": inputs_ok / wall_s if wall_s > 0 else None,
+        "requests_per_s": len(ok) / wall_s if wall_s > 0 else None,
+        "latency_ms": {
+            "p50": percentile_ms(latencies, 50), "p95": percentile_ms(latencies, 95),
+            "p99": percentile_ms(latencies, 99), "mean": statistics.fmean(latencies) * 1000 if latencies else None,
+            "max": max(latencies) * 1000 if latencies else None,
+        },
+        "mean_exit_layer": statistics.fmean(layers) if layers else None,
+        "exit_layer_counts": {str(k): v for k, v in sorted(Counter(layers).items())},
+    }
+
+
+# ---------------------------------------------------------------------------------------------------- /metrics
+
+
+def _samples(text: str) -> dict[str, float]:
+    """Prometheus exposition text -> {sample name: value} for the unlabelled samples (sums, counts, totals)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if not sample.labels:
+                values[sample.name] = sample.value
+    return values
+
+
+def metrics_delta(before: str, after: str) -> dict:
+    """What the server did between two ``/metrics`` readings: model calls (``pabee_batch_size`` observations),
+    their mean size, inputs predicted, their mean exit layer (``pabee_exit_layer``) and the seconds spent in model
+    calls (``pabee_model_busy_seconds_total``; None when the server does not expose it)."""
+    b, a = _samples(before), _samples(after)
+
+    def delta(name: str) -> float:
+        return a.get(name, 0.0) - b.get(name, 0.0)
+
+    batches, batch_inputs = delta("pabee_batch_size_count"), delta("pabee_batch_size_sum")
+    exits, exit_sum = delta("pabee_exit_layer_count"), delta("pabee_exit_layer_sum")
+    busy = "pabee_model_busy_seconds_total"  # exposed since the work budget (admission.py); None before
+    return {
+        "batches": int(batches), "inputs": int(delta("pabee_inputs_total")),
+        "mean_batch_size": batch_inputs / batches if batches else None,
+        "mean_exit_layer": exit_sum / exits if exits else None,
+        "model_busy_s": delta(busy) if busy in a else None,
+    }

@@ -1,0 +1,101 @@
+"""benchmarks/robustness.py on a tiny random model: a --quick run end to end (report, page, replay files), the
+page from the JSON alone, bad arguments, and the threshold matching."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fixtures import write_glue_task
+from run_fixtures import save_tiny_run
+
+from benchmarks import robustness as bench
+from benchmarks.robustness_measure import match_threshold
+from pabee.exit_rules import ExitRule, rule_exit_layers
+
+
+def test_quick_run_then_render_only(tmp_path):
+    run = save_tiny_run(tmp_path / "run", labels=("entailment", "not_entailment"), patience=2, layers=4)
+    write_glue_task(tmp_path / "glue", "RTE", n=12)
+    out_json, out_md, replay = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "replay" / "slow.jsonl"
+    args = ["--model", f"RTE={run}", "--task-dir", str(tmp_path / "glue"), "--quick", "--max-examples", "5",
+            "--output", str(out_json), "--markdown", str(out_md), "--write-attacked", str(replay)]
+    assert bench.main(args) == 0
+    (report,) = json.loads(out_json.read_text())["runs"]
+    labels = [s["label"] for s in report["results"]]
+    assert labels[:3] == ["patience 0", "patience 1", "patience 2"] and len(labels) >= 4
+    assert all(s["kind"] == "entropy" and "matched_to" in s for s in report["results"][3:])
+    for s in report["results"]:
+        m = s["misclassification"]
+        assert m["num_examples"] == 5 == len(m["examples"]) and m["attacked"] + m["skipped"] == 5
+        assert m["accuracy_under_attack"] == (m["attacked"] - m["succeeded"]) / 5
+        for r in m["examples"]:
+            assert r["edit_distance"] <= 30 and r["queries"] <= 1000
+            assert (r["final_label"] != r["gold"]) == (r["status"] == "succeeded") or r["status"] == "skipped"
+        if s["label"] == "patience 0":
+            assert "slowdown" not in s
+        else:
+            d = s["slowdown"]
+            assert d["mean_exit_layer_attacked"] >= d["mean_exit_layer_clean"]
+            assert d["timing"]["confirmed"] == 5 and d["timing"]["ms_per_example_attacked"] > 0
+    assert report["replay"]["rule"] == "patience:2" and report["replay"]["attacked_file"] == str(replay)
+    attacked = [json.loads(line) for line in replay.read_text().splitlines()]
+    clean = [json.loads(line) for line in (tmp_path / "replay" / "slow.clean.jsonl").read_text().splitlines()]
+    assert len(attacked) == len(clean) == 5
+    for x in attacked + clean:
+        assert isinstance(x, list) and len(x) == 2 and all(isinstance(t, str) for t in x)
+    assert [a[0] for a in attacked] == [c[0] for c in clean]  # the premise is never perturbed
+    page = out_md.read_text()
+    assert "python benchmarks/robustness.py --model RTE=" in page and "### Slowdown" in page
+    assert "Against the paper" in page and "--quick smoke run" in page
+
+    out_md.unlink()
+    assert bench.main(["--render-only", "--output", str(out_json), "--markdown", str(out_md)]) == 0
+    assert out_md.read_text() == page
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "RTE"], "expected TASK=RUN_DIR"),
+    (["--model", "STS-B=x"], "regression task"),
+    (["--model", "RTE=/nonexistent"], "not a trained pabee run folder"),
+    ([], "give --model"),
+])
+def test_bad_arguments_give_one_line_and_exit_code_2(argv, message, capsys, tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        bench.main([*argv, "--quick", "--output", str(tmp_path / "r.json"),
+                    "--markdown", str(tmp_path / "r.md")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+
+
+@pytest.mark.parametrize("kind", ["entropy", "confidence"])
+def test_matched_threshold_is_the_closest(kind):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 50, 3)).astype(np.float32) * 2
+    for target in [1.5, 3.0, 4.2]:
+        value, mean = match_threshold(logits, kind, target)
+        assert mean == pytest.approx(rule_exit_layers(logits, ExitRule(kind, value)).mean())
+        grid = np.linspace(0.0, 1.2, 400) if kind == "entropy" else np.linspace(0.34, 1.0, 400)
+        best_on_grid = min(abs(rule_exit_layers(logits, ExitRule(kind, float(t))).mean() - target)
+                           for t in grid)
+        assert abs(mean - target) <= best_on_grid + 1e-9  # no threshold on the grid does better
+        assert len(repr(value)) <= 12  # a short decimal
+        exits = rule_exit_layers(logits, ExitRule(kind, value))
+        for nudge in (-1e-6, 1e-6):  # not on a tested value: float noise of another batch size changes nothing
+            nudged = min(value + nudge, 1.0) if kind == "confidence" else value + nudge
+            assert np.array_equal(rule_exit_layers(logits, ExitRule(kind, nudged)), exits)
+
+
+def test_single_sentence_task_writes_text_inputs(tmp_path):
+    run = save_tiny_run(tmp_path / "run", labels=("0", "1"), patience=1, layers=3)
+    write_glue_task(tmp_path / "glue", "SST-2", n=8)
+    out = tmp_path / "out"
+    args = ["--model", f"SST-2={run}", "--task-dir", str(tmp_path / "glue"), "--quick", "--max-examples", "3",
+            "--output", str(out / "r.json"), "--markdown", str(out / "r.md")]
+    assert bench.main(args) == 0
+    (report,) = json.loads((out / "r.json").read_text())["runs"]
+    assert report["data"]["perturbed_text"] == "sentence" and report["replay"]["rule"] == "patience:1"
+    lines = (out / "robustness" / "attacked-sst-2.jsonl").read_text().splitlines()
+    assert len(lines) == 3 and all(isinstance(json.loads(line), str) for line in lines)
