@@ -51,6 +51,7 @@ from pabee.data import (  # noqa: E402
 )
 from pabee.features import tokenize_examples  # noqa: E402
 from pabee.modeling import PabeeForSequenceClassification  # noqa: E402
+from pabee.onnx.runtime import shared_cpu_arena  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 RTE_DEV_SIZE = 277
@@ -185,7 +186,7 @@ def run_model(args: argparse.Namespace, argv: list[str]) -> dict:
                  "mean_tokens": sum(lengths) / len(lengths), "max_tokens": max(lengths),
                  "main_metric": args.task.main_metric},
         "settings": {"patience": args.patience, "batch_sizes": args.batch_sizes, "threads": args.threads,
-                     "onnx_spinning": not args.no_spinning,
+                     "onnx_spinning": not args.no_spinning, "onnx_shared_arena": shared_cpu_arena(),
                      "repeats": args.repeats, "warmup": args.warmup, "quick": args.quick,
                      "block_examples": args.block_examples, "max_contention": args.max_contention,
                      "max_retries": args.max_retries, "quiet_timeout_s": args.quiet_timeout},

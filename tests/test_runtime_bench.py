@@ -39,6 +39,7 @@ def test_smoke_run_then_render_only(tmp_path):
     assert "python benchmarks/runtime.py --model" in page and "### Batch size 4" in page
     # the plain int8 baseline is quantized like pabee export's layer graphs, and the page says how
     assert run_report["exports"]["int8_settings"] == INT8_SETTINGS
+    assert run_report["settings"]["onnx_spinning"] is True and run_report["settings"]["onnx_shared_arena"] is True
     assert "one weight scale per output channel, 7-bit weights" in page
     assert "pabee-onnx int8 p1" in page and "--quick smoke run" in page
 
@@ -52,3 +53,25 @@ def test_runs_recorded_before_int8_settings_render_the_old_defaults():
 
     assert int8_text({"exports": {"mib": {}}}).startswith("one weight scale per tensor, 8-bit weights")
     assert "per output channel" in int8_text({"exports": {"int8_settings": INT8_SETTINGS}})
+
+
+def test_no_spinning_reaches_every_onnx_session(tmp_path, monkeypatch):
+    """--no-spinning: the plain graph and the pabee model load with non-spinning workers, recorded and shown."""
+    from benchmarks import runtime_measure
+    from pabee.onnx.runtime import PabeeOnnxModel
+
+    asked = []
+    load_session, from_pretrained = runtime_measure.load_session, PabeeOnnxModel.from_pretrained.__func__
+    monkeypatch.setattr(runtime_measure, "load_session",
+                        lambda *a, **kw: asked.append(kw["spinning"]) or load_session(*a, **kw))
+    monkeypatch.setattr(PabeeOnnxModel, "from_pretrained", classmethod(
+        lambda cls, *a, **kw: asked.append(kw["spinning"]) or from_pretrained(cls, *a, **kw)))
+    run = save_tiny_run(tmp_path / "run", labels=("entailment", "not_entailment"), patience=2, layers=2)
+    write_glue_task(tmp_path / "glue", "RTE", n=4)
+    out_json = tmp_path / "runtime.json"
+    assert bench.main(["--model", str(run), "--task-dir", str(tmp_path / "glue"), "--quick", "--max-examples", "2",
+                       "--patience", "1", "--batch-sizes", "1", "--warmup", "0", "--threads", "1", "--no-spinning",
+                       "--output", str(out_json), "--markdown", str(tmp_path / "runtime.md")]) == 0
+    assert asked == [False] * 4  # two plain graphs, two pabee exports
+    assert json.loads(out_json.read_text())["runs"][0]["settings"]["onnx_spinning"] is False
+    assert "never spin" in (tmp_path / "runtime.md").read_text()
