@@ -10,27 +10,41 @@
     OMP_NUM_THREADS=1 python benchmarks/report.py --train-only --shard 2/2 &
     wait; python benchmarks/report.py
 
+    # evaluate every trained run of the plan in the work dir (the same plan flags as the training) and render;
+    # runs not trained yet are shown as missing, nothing is trained
+    python benchmarks/report.py --evaluate-only [the training's flags without --train-only/--shard]
+
 For every model, task and seed two models are fine-tuned with the same hyper-parameters and seed:
 
 * ``plain``: one classifier on the last layer (loss weighting "last"), evaluated at full depth;
-* ``pabee``: PABEE's joint training of every layer's classifier (the default weighting), evaluated in one harness
-  (:func:`pabee.runner.run`) under every exit rule: patience, entropy and confidence thresholds, fixed layer
-  (regression tasks: patience and fixed layer), plus full depth, at batch sizes 1 and 32.
+* ``pabee``: PABEE's joint training of every layer's classifier (the default weighting), evaluated under every
+  exit rule: patience, entropy and confidence thresholds, fixed layer (regression tasks: patience at every
+  regression threshold, and fixed layer), plus full depth.
+
+Evaluation (``report_evaluate``, per run): ONE fp32 pass over the dev examples gives every layer's logits; the
+metric, mean exit layer and layer speed-up of every exit setting are replayed from them with the rule objects the
+model runs. Each PABEE (and distill) run is tuned (``pabee.tuning``: the fastest setting within ``--max-drop``
+points of its full depth): on dev itself (optimistic) and honestly (on the held-out split of ``pabee train
+--tune_split`` when the run has one, else 2-fold cross-fitting on dev). Only a few settings are timed (full depth,
+the tuned ones, the fastest patience within the budget; plain runs: full depth) at batch sizes 1 and 32 on the
+first ``--timing-examples`` dev examples, and for each the real early-exit inference must give the replay's
+predictions and exit layers (a mismatch beyond near ties of float noise stops the report with an error).
 
 The hyper-parameters may differ between models (``MODEL_DEFAULTS``; ``--epochs``, ``--learning-rate``,
-``--max-train-samples`` and ``--batch-size`` take a value for every model or ``MODEL=VALUE`` for one). Every
-evaluation interleaves all exit rules in blocks of consecutive batches and makes ``--timing-rounds`` timed rounds
-(eval time = the mean over the rounds).
+``--max-train-samples`` and ``--batch-size`` take a value for every model or ``MODEL=VALUE`` for one). The timed
+settings of a run are interleaved in blocks of consecutive batches over ``--timing-rounds`` timed rounds (eval time
+= the mean over the rounds).
 
 Each run trains into its own folder under ``--work-dir``. A folder that already holds the finished run (its
-``eval_results.json`` has every expected record) is reused, so an interrupted report resumes where it stopped; a
+``report_eval.json`` is complete for the run's evaluation settings) is reused, so an interrupted report resumes where it stopped; a
 folder whose training finished but whose evaluation did not (or that ``--train-only`` trained) is only evaluated.
 ``--train-only`` trains the new runs and stops there; with ``--shard K/N`` it takes only every N-th run of the plan
 (from the K-th), so N processes can train disjoint parts at once. ``report_run.json`` in every run folder keeps the
 run's settings, its training and evaluation seconds and how it was trained (torch threads, shard).
 
 The stages are modules beside this script: ``report_plan`` (which runs; ``report_args`` reads the command line) ->
-``report_run`` (train and evaluate, or reuse) -> ``report_aggregate`` (means over seeds, picks, verdicts ->
+``report_run`` (train, or reuse) -> ``report_evaluate`` (+ ``report_replay``) -> ``report_aggregate`` (+
+``report_tuned``, ``report_compare``) (means over seeds, picks, verdicts ->
 ``results.json``) -> ``report_render`` (``results.md`` from ``templates/results.md.j2`` and the plots under
 ``results/`` in ``--out-dir``). The text between ``<!-- discussion -->`` and ``<!-- /discussion -->`` in an
 existing ``results.md`` is kept. Only the first dev split of a task is reported (every default task has one).
@@ -80,9 +94,9 @@ def report(argv: list[str], started: float) -> int:
     render only."""
     args = build_parser().parse_args(argv)
     if args.render_only:
-        if args.train_only or args.shard:
+        if args.train_only or args.shard or args.evaluate_only:
             raise ReportError("--render-only renders an existing results.json: it cannot be combined with "
-                              "--train-only or --shard")
+                              "--train-only, --evaluate-only or --shard")
         md = render_again(out_dir_of(args))
         log(f"rendered {display_path(md)} and its plots from {display_path(md.with_name('results.json'))}")
         return 0

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from pabee.exit_rules import DEFAULT_REGRESSION_THRESHOLD
 from pabee.runner import RunSettings, load_task_data
 from pabee.settings import default_of
 from pabee.tasks import TaskSpec, get_task
@@ -18,6 +19,7 @@ from pabee.train import CLASSIFIER_LR_RATIO
 
 from .machine import machine_info
 from .report_compare import compare_distill
+from .report_evaluate import read_evaluation
 from .report_plan import (
     ALL_METHODS,
     BATCH_SIZES,
@@ -35,7 +37,8 @@ from .report_plan import (
     display_path,
     subset_command,
 )
-from .report_run import RUN_META, final_records, read_json, threshold_key, value_key
+from .report_run import RUN_META, read_json, threshold_key, value_key
+from .report_tuned import regression_tradeoff, target_checks, tuned_by_method
 
 # ---------------------------------------------------------------------------------------------------- one run
 
@@ -65,18 +68,39 @@ def interleaving_of(records: Sequence[dict]) -> str:
 
 
 def load_run(spec: RunSpec, reused: bool) -> dict:
-    """A run's metadata, training time and conditions, evaluation timing and raw records, as stored in
+    """A run's metadata, training time and conditions, its evaluation (report_eval.json: the replay records of
+    every setting, the tuned settings, the timed settings and their equivalence checks), as stored in
     results.json."""
     meta = read_json(spec.output_dir / RUN_META)
-    records = final_records(spec)
+    evaluation = read_evaluation(spec.output_dir)
     return {
         "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
         "output_dir": display_path(spec.output_dir), "reused": reused, "elapsed_s": meta["elapsed_s"],
-        "train_s": meta["train_s"], "eval_s": meta["eval_s"],
+        "train_s": meta["train_s"], "eval_s": meta.get("eval_s", 0.0),
         "train_threads": meta["training"]["torch_threads"], "train_shard": meta["training"]["shard"],
-        "timing_rounds": timing_rounds_of(records), "eval_threads": meta["evaluation"]["torch_threads"],
-        "timing_interleaving": interleaving_of(records), **training_time(spec.output_dir), "records": records,
+        "timing_rounds": evaluation["timing_rounds"], "eval_threads": evaluation["torch_threads"],
+        "timing_interleaving": "blocks", "timing_examples": evaluation["timing_examples"],
+        "num_examples": evaluation["num_examples"], **training_time(spec.output_dir),
+        "records": evaluation["records"], "tuning": evaluation["tuning"],
+        "timed_settings": evaluation["timed_settings"], "timing": evaluation["timing"],
     }
+
+
+def check_totals(runs: Sequence[dict]) -> dict:
+    """The replay == real inference checks over every run, setting and batch size: examples compared,
+    mismatches, those explained by near ties, and the largest logit difference where they agree."""
+    total = {"comparisons": 0, "examples": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0,
+             "max_abs_logit_difference": 0.0}
+    for run in runs:
+        for entry in run["timing"].values():
+            for timed in entry["settings"].values():
+                c = timed["check"]
+                total["comparisons"] += 1
+                for name in ("examples", "mismatches", "near_ties", "unexplained"):
+                    total[name] += c[name]
+                total["max_abs_logit_difference"] = max(total["max_abs_logit_difference"],
+                                                        c["max_abs_logit_difference"])
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------- points
@@ -92,11 +116,12 @@ def rule_label(kind: str, value: float, task: TaskSpec, threshold: float | None 
     return f"{kind} {value:g}" + ("" if threshold is None else f"@{threshold:g}")
 
 
-def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
-    """One rule setting over seeds. by_seed[seed][batch size] = record. Quality and exit layers come from the
-    largest batch size (they are the same at every batch size); speed-ups are means over seeds."""
+def point_stats(by_seed: dict[int, dict], task: TaskSpec) -> dict:
+    """One rule setting over seeds. by_seed[seed] = the run's replay record, with ``wall_speedup`` {batch size:
+    wall-clock speed-up or None} from the run's timing (:func:`index_records`). Speed-ups are means over seeds; a
+    wall-clock speed-up only when the setting was timed in every seed."""
     seeds = sorted(by_seed)
-    quality = [by_seed[s][max(by_seed[s])] for s in seeds]
+    quality = [by_seed[s] for s in seeds]
     first = quality[0]
     metrics = {}
     for name in task.metric_names:
@@ -106,8 +131,8 @@ def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
     layer_speedup = mean_std([r["layer_speedup"] for r in quality])[0]
     wall = {}
     for bs in BATCH_SIZES:
-        values = [by_seed[s][bs]["wall_speedup"] for s in seeds if by_seed[s].get(bs, {}).get("wall_speedup")]
-        wall[str(bs)] = mean_std(values)[0] if len(values) == len(seeds) else None
+        values = [r["wall_speedup"].get(str(bs)) for r in quality]
+        wall[str(bs)] = mean_std(values)[0] if all(v is not None for v in values) else None
     histogram: dict[str, int] = {}
     for r in quality:
         for layer, count in r["exit_layer_histogram"].items():
@@ -124,13 +149,28 @@ def point_stats(by_seed: dict[int, dict[int, dict]], task: TaskSpec) -> dict:
     }
 
 
-def cross_run_wall_speedup(plain: dict[int, dict[int, dict]], full: dict[int, dict[int, dict]]) -> dict:
+FULL_SETTING = "patience:0"  # the timed setting name of full depth
+
+
+def full_seconds(run: dict, bs: int) -> float | None:
+    entry = run["timing"].get(str(bs))
+    found = entry and entry["settings"].get(FULL_SETTING)
+    return found["eval_seconds"] if found else None
+
+
+def cross_run_wall_speedup(plain: Sequence[dict], full: Sequence[dict]) -> dict:
     """Plain fine-tuning's speed-up against PABEE full depth at each batch size: PABEE full-depth seconds / plain
-    seconds, paired by seed, mean over seeds. Both run the same layers, so this is a noise check (about 1)."""
+    seconds (the same timed examples), paired by seed, mean over seeds. Both run the same layers, so this is a
+    noise check (about 1). ``plain``, ``full``: the plain and PABEE runs."""
+    by_seed = {r["seed"]: r for r in full}
     out = {}
     for bs in BATCH_SIZES:
-        ratios = [full[s][bs]["eval_seconds"] / plain[s][bs]["eval_seconds"] for s in plain
-                  if s in full and bs in full[s] and bs in plain[s] and plain[s][bs]["eval_seconds"] > 0]
+        ratios = []
+        for run in plain:
+            other = by_seed.get(run["seed"])
+            a, b = (full_seconds(other, bs) if other else None), full_seconds(run, bs)
+            if a and b and other["timing_examples"] == run["timing_examples"]:
+                ratios.append(a / b)
         out[str(bs)] = mean_std(ratios)[0] if ratios and len(ratios) == len(plain) else None
     return out
 
@@ -178,22 +218,26 @@ def verdicts(point: dict | None, model: str) -> dict:
     for bs, minimum in WALL_TO_LAYER_TARGETS.items():
         value = point["wall_to_layer"].get(str(bs))
         out[f"wall_to_layer_bs{bs}"] = {"value": value, "target": minimum,
-                                         "met": value is not None and value >= minimum}
+                                         "met": None if value is None else value >= minimum}  # None: not timed
     return out
 
 
 # ---------------------------------------------------------------------------------------------------- one task
 
 
-def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dict[int, dict]]]:
-    """{(method, rule kind, value, threshold): {seed: {batch size: record}}} for one split (threshold: the hybrid
-    rule's, None for the other rules)."""
-    table: dict[tuple, dict[int, dict[int, dict]]] = {}
+def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dict]]:
+    """{(method, rule kind, value, threshold): {seed: replay record + its wall_speedup}} for one split (threshold:
+    the hybrid rule's, None for the other rules). Regression patience rows only at the default regression threshold
+    (the others are the trade-off curve's, :func:`benchmarks.report_tuned.regression_tradeoff`)."""
+    table: dict[tuple, dict[int, dict]] = {}
     for one in runs:
         for r in one["records"]:
-            if r["split"] == split:
-                key = (one["method"], r["exit_rule"], value_key(r["exit_value"]), threshold_key(r.get("exit_threshold")))
-                table.setdefault(key, {}).setdefault(one["seed"], {})[r["batch_size"]] = r
+            if r["split"] != split or r.get("regression_threshold") not in (None, DEFAULT_REGRESSION_THRESHOLD):
+                continue
+            key = (one["method"], r["exit_rule"], value_key(r["exit_value"]), threshold_key(r.get("exit_threshold")))
+            wall = {bs: (entry["settings"].get(r.get("setting")) or {}).get("wall_speedup")
+                    for bs, entry in one["timing"].items()}
+            table.setdefault(key, {})[one["seed"]] = {**r, "wall_speedup": wall}
     return table
 
 
@@ -230,14 +274,15 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
     plain = points.get((PLAIN, "patience", 0, None))
     full = points.get((PABEE, "patience", 0, None))
     if plain is not None and full is not None:
-        plain["wall_speedup"] = cross_run_wall_speedup(table[(PLAIN, "patience", 0, None)],
-                                                       table[(PABEE, "patience", 0, None)])
+        plain["wall_speedup"] = cross_run_wall_speedup([r for r in runs if r["method"] == PLAIN],
+                                                       [r for r in runs if r["method"] == PABEE])
         plain["wall_to_layer"] = dict(plain["wall_speedup"])  # layer speed-up 1
         plain["cross_run"] = True
     pabee = [p for (method, *_), p in points.items() if method == PABEE]
     patience = sorted((p for p in pabee if p["rule"] == "patience" and p["value"] > 0), key=lambda p: p["value"])
     others = [p for p in pabee if p["rule"] in OTHER_KINDS]
     metric = task.main_metric
+    tuned = tuned_by_method(runs, task)
     best = pick_best(patience, metric)
     fastest = pick_fastest_within(patience, metric, main_mean(plain, metric)) if plain else None
     return {
@@ -251,6 +296,11 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
         "fastest_within": fastest, "fastest_verdicts": verdicts(fastest, model.name),
         "training": training_ratio(runs),
         "distill": compare_distill(points, task, model.num_layers, plain),  # None without distill runs
+        "tuned": tuned,
+        "targets": target_checks(model.name, task, tuned),
+        "regression_tradeoff": regression_tradeoff(runs, task, None if plain is None else main_mean(plain, metric)),
+        "runs_present": sorted(f"{r['method']} seed {r['seed']}" for r in runs),
+        "checks": check_totals(runs),
     }
 
 
@@ -309,13 +359,16 @@ def count_by(values: Sequence) -> list[dict]:
 def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportConfig, started: float) -> dict:
     """results.json: settings, machine, every run with its raw records, and the per-task summaries (each with the
     command that regenerates its table alone)."""
-    runs = [load_run(spec, reused[spec.output_dir]) for spec in plan]
+    runs = [load_run(spec, reused[spec.output_dir]) for spec in plan if spec.output_dir in reused]
+    missing = [spec for spec in plan if spec.output_dir not in reused]
     summaries = []
     for model in config.models:
         for task in config.tasks[model.name]:
             task_runs = [r for r in runs if r["model"] == model.name and r["task"] == task.folder]
             summary = summarize_task(model, task, task_runs)
             summary["command"] = subset_command(config, model.name, task)
+            summary["missing"] = [f"{s.method} seed {s.seed}" for s in missing
+                                  if s.model.name == model.name and s.task.name == task.name]
             summaries.append(summary)
     tasks = list({t.name: t for ts in config.tasks.values() for t in ts}.values())
     conditions = count_by([training_condition(r) for r in runs])
@@ -349,6 +402,10 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "runs_train_seconds": sum(r["train_s"] for r in runs),
         "runs_eval_seconds": sum(r["eval_s"] for r in runs),
         "num_runs": len(runs),
+        "missing_runs": [{"model": s.model.name, "task": s.task.folder, "seed": s.seed, "method": s.method,
+                          "output_dir": display_path(s.output_dir)} for s in missing],
+        "evaluation": {"scheme": "replay", "timing_examples": dict(config.timing_examples),
+                       "max_drop": config.max_drop, "checks": check_totals(runs)},
         "num_reused": sum(r["reused"] for r in runs),
         "methods": list(config.methods),
         "distillation": ({"alpha": config.distillation[0], "temperature": config.distillation[1]}

@@ -14,10 +14,12 @@ from transformers import AutoConfig
 from pabee.backbones import get_driver
 from pabee.data import default_model_path
 from pabee.tasks import TaskSpec, get_task
+from pabee.tuning import DEFAULT_MAX_DROP
 
 from .report_methods import add_method_arguments, resolve_methods
 from .report_plan import (
     DEFAULT_TASKS,
+    DEFAULT_TIMING_EXAMPLES,
     DEFAULT_TIMING_ROUNDS,
     HYPER_FLAGS,
     MAX_SEEDS,
@@ -105,6 +107,16 @@ def positive_float(text: str) -> float:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 
@@ -211,6 +223,16 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
                         f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
                         "were timed")
+    p.add_argument("--timing-examples", type=per_model(sample_count), action="append", default=None,
+                   metavar="[MODEL=]N",
+                   help="wall-clock timing (of full depth and the tuned settings only; every other number comes "
+                        "from the replay of one all-layer pass) runs on the first N evaluated dev examples, \"all\" "
+                        "for every one, for every model or MODEL=N for one (default: "
+                        + ", ".join(f"{m} {'all' if n is None else n}" for m, n in DEFAULT_TIMING_EXAMPLES.items())
+                        + "; --quick: all)")
+    p.add_argument("--max-drop", type=non_negative_float, default=None, metavar="POINTS",
+                   help=f"tuning budget: the tuned setting is the fastest whose main metric is at most POINTS (x 100) "
+                        f"below the run's full depth (default {DEFAULT_MAX_DROP:g})")
     add_method_arguments(p)
     p.add_argument("--train-only", action="store_true",
                    help="train the runs not trained yet and stop (no evaluation, no report); then run the same "
@@ -218,6 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", type=shard_spec, default=None, metavar="K/N",
                    help="with --train-only: train only the runs whose index in the plan %% N is K-1, so N processes "
                         "(e.g. each with OMP_NUM_THREADS=1) train disjoint parts at once")
+    p.add_argument("--evaluate-only", action="store_true",
+                   help="train nothing: evaluate every trained run of the plan not evaluated yet (reusing finished "
+                        "ones) and render; runs not trained yet are shown as missing")
     p.add_argument("--render-only", action="store_true",
                    help="train and evaluate nothing: render results.md and the plots again from the results.json in "
                         "--out-dir (e.g. after changing the page's template)")
@@ -327,6 +352,14 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         tasks[m.name] = list({t.name: t for t in chosen}.values())
     all_tasks = list({t.name: t for ts in tasks.values() for t in ts}.values())
     rounds = args.timing_rounds or (QUICK["timing_rounds"] if quick else DEFAULT_TIMING_ROUNDS)
+    if args.evaluate_only and args.train_only:
+        raise ReportError("--evaluate-only and --train-only exclude each other")
+    timing_examples = {}
+    for m in models:
+        given = args.timing_examples or []
+        one = [n for name, n in given if name == m.name]
+        every = [n for name, n in given if name is None]
+        timing_examples[m.name] = (one or every or [None if quick else DEFAULT_TIMING_EXAMPLES.get(m.name)])[-1]
     return ReportConfig(
         models=models,
         tasks=tasks,
@@ -342,6 +375,9 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         argv=list(argv),
         train_only=args.train_only,
         shard=args.shard,
+        timing_examples=timing_examples,
+        max_drop=DEFAULT_MAX_DROP if args.max_drop is None else args.max_drop,
+        evaluate_only=args.evaluate_only,
         **methods,
     )
 

@@ -14,6 +14,7 @@ import jinja2
 
 from pabee.evaluate import INTERLEAVE_EXAMPLES
 from pabee.files import atomic_path, atomic_write_text
+from pabee.tuning import REGRESSION_THRESHOLDS
 
 from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, HYBRID_RULES, OTHER_KINDS, SCRIPT
 
@@ -50,8 +51,36 @@ def ratio(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def met(value: bool) -> str:
+def met(value: bool | None) -> str:
+    """"met", "**not met**", or "not timed" (None: the value was not measured)."""
+    if value is None:
+        return "not timed"
     return "met" if value else "**not met**"
+
+
+def stat_cell(stat: dict | None, scale: float = 100.0, digits: int = 1, suffix: str = "") -> str:
+    """A mean over seeds {"mean", "std", "n"}: "67.1 ± 1.2" (the spread only with more than one seed)."""
+    if stat is None:
+        return "–"
+    spread = f" ± {scale * stat['std']:.{digits}f}" if stat["n"] > 1 else ""
+    return f"{scale * stat['mean']:.{digits}f}{suffix}{spread}"
+
+
+def speedup_cell(stat: dict | None) -> str:
+    """"1.45× ± 0.05"."""
+    return stat_cell(stat, 1.0, 2, "×")
+
+
+def drop_cell(stat: dict | None) -> str:
+    """A mean drop in points against a reference, shown as a difference: "−0.3" (below), "+0.4" (above)."""
+    return "–" if stat is None else f"{-stat['mean']:+.1f}".replace("-", "−")
+
+
+def verdict_cell(check: dict) -> str:
+    """"met" / "**not met**" / "missing" of a target check."""
+    if check["status"] == "missing":
+        return "missing"
+    return met(check["met"])
 
 
 def metric_cell(point: dict, name: str) -> str:
@@ -127,13 +156,15 @@ def environment() -> jinja2.Environment:
     env.filters.update(
         seconds=format_seconds, plural=plural, pct=pct, times=times, ratio=ratio, met=met, metric=metric_cell,
         pick=pick_cell, difference=difference_cell, shown=shown_path, g=lambda v: f"{v:g}",
+        stat=stat_cell, speedup=speedup_cell, drop=drop_cell, verdict=verdict_cell,
         sampling=lambda v: SAMPLING.get(v, v),
     )
     env.globals.update(
         script=SCRIPT, entropy_fractions=ENTROPY_FRACTIONS, confidences=CONFIDENCES,
         interleave_examples=INTERLEAVE_EXAMPLES, table_rows=table_rows, histogram=histogram, main_mean=main_mean,
         with_distill=with_distill, hybrid_rules=[f"{t}@{c:g}" for t, c in HYBRID_RULES],
-        discussion_start=DISCUSSION_START, discussion_end=DISCUSSION_END,
+        discussion_start=DISCUSSION_START, discussion_end=DISCUSSION_END, pct=pct,
+        regression_thresholds=[f"{t:g}" for t in REGRESSION_THRESHOLDS],
     )
     return env
 
@@ -162,35 +193,69 @@ def read_discussion(path: Path) -> str:
     return text[start + len(DISCUSSION_START):end].strip("\n")
 
 
-def plot_task(s: dict, path: Path, batch_size: int) -> Path | None:
-    """Main metric against measured wall-clock speed-up at ``batch_size``: one curve per exit rule (each starting at
-    full depth), plain fine-tuning as a horizontal line. None when nothing has a wall-clock speed-up."""
+def plot_task(s: dict, path: Path, batch_size: int | None = None) -> Path | None:
+    """Main metric against layer speed-up (from the replay of every setting; ``batch_size`` is unused, kept for
+    callers): one curve per exit rule (each starting at full depth), plain fine-tuning as a horizontal line. None
+    without PABEE points."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    bs = str(batch_size)
     full = s["full_depth"]
-    points = [p for p in s["all_points"] if p["wall_speedup"][bs] is not None and p is not full]
-    if full is None or full["wall_speedup"][bs] is None or not points:
+    points = [p for p in s["all_points"] if p is not full]
+    if full is None or not points:
         return None
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for kind in ("patience", *OTHER_KINDS):
-        curve = sorted([full, *(p for p in points if p["rule"] == kind)], key=lambda p: p["wall_speedup"][bs])
+        curve = sorted([full, *(p for p in points if p["rule"] == kind)], key=lambda p: p["layer_speedup"])
         if len(curve) > 1:
-            ax.plot([p["wall_speedup"][bs] for p in curve], [100 * main_mean(p, s["main_metric"]) for p in curve],
+            ax.plot([p["layer_speedup"] for p in curve], [100 * main_mean(p, s["main_metric"]) for p in curve],
                     marker="o", markersize=4, label=kind)
     if s["plain"] is not None:
         ax.axhline(100 * main_mean(s["plain"], s["main_metric"]), color="black", linestyle="--",
                    linewidth=1, label="plain fine-tuning")
-    ax.plot([full["wall_speedup"][bs]], [100 * main_mean(full, s["main_metric"])], marker="*",
+    ax.plot([1.0], [100 * main_mean(full, s["main_metric"])], marker="*",
             markersize=12, color="black", linestyle="none", label="PABEE full depth")
-    ax.set_xlabel(f"wall-clock speed-up at batch size {batch_size} (vs PABEE full depth)")
+    ax.set_xlabel("layer speed-up (L / mean exit layer)")
     ax.set_ylabel(f"{s['main_metric']} × 100 (mean over {len(s['seeds'])} seed(s))")
     ax.set_title(f"{s['model']} {s['task']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with atomic_path(path, suffix=".png") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return path
+
+
+def plot_regression_tradeoff(s: dict, path: Path) -> Path | None:
+    """A regression task's main metric against layer speed-up, one curve per regression threshold (patience 1..L-1
+    along it), PABEE's runs; plain fine-tuning as a horizontal line. None without such curves."""
+    tradeoff = (s.get("regression_tradeoff") or {}).get("pabee")
+    if not tradeoff or not tradeoff["curves"]:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for curve in tradeoff["curves"]:
+        points = sorted(curve["points"], key=lambda p: p["layer_speedup"])
+        ax.plot([p["layer_speedup"] for p in points], [100 * p["metric"] for p in points], marker="o", markersize=3,
+                linewidth=1, label=f"threshold {curve['threshold']:g}")
+    if s["plain"] is not None:
+        ax.axhline(100 * main_mean(s["plain"], s["main_metric"]), color="black", linestyle="--", linewidth=1,
+                   label="plain fine-tuning")
+    ax.set_xlabel("layer speed-up (L / mean exit layer)")
+    ax.set_ylabel(f"{s['main_metric']} × 100 (mean over {len(tradeoff['seeds'])} seed(s))")
+    ax.set_title(f"{s['model']} {s['task']}: patience × regression threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -209,6 +274,9 @@ def write_page(report: dict, out_dir: Path) -> Path:
         name = f"{s['model']}-{s['task'].lower()}.png"
         path = plot_task(s, out_dir / "results" / name, report["eval_batch_sizes"][0])
         plots[(s["model"], s["task"])] = None if path is None else f"results/{name}"
+        curve = f"{s['model']}-{s['task'].lower()}-thresholds.png"
+        path = plot_regression_tradeoff(s, out_dir / "results" / curve)
+        plots[(s["model"], s["task"], "thresholds")] = None if path is None else f"results/{curve}"
     md = out_dir / "results.md"
     atomic_write_text(md, render_markdown(report, read_discussion(md), plots))
     return md

@@ -5,6 +5,11 @@ A run folder is this report's when it holds ``report_run.json`` (:data:`RUN_META
 the run's key (``ReportConfig.run_key``), otherwise the folder is refused, never overwritten: regenerate it by
 removing it. The folder is "done" when its ``eval_results.json`` has every expected record of the final model,
 "trained" when its training finished (recorded in RUN_META) but its evaluation did not, else "new".
+
+A run is "done" when its ``report_eval.json`` (:mod:`benchmarks.report_evaluate`: one all-layer pass, replay
+scoring, tuning, a few timed settings and the replay == inference check) is complete and made with the run's
+evaluation key. A folder evaluated only by the earlier scheme (``eval_results.json`` with every rule timed) is
+"trained": it is evaluated again (cheaply), its old file is left as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
 from pabee.tables import format_group
 
+from .report_evaluate import evaluate_run, evaluation_done
 from .report_plan import BATCH_SIZES, DISTILL, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
 
@@ -86,7 +92,7 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
         raise ReportError(f"{folder} holds a run with other settings ({diff}): remove it or choose another --work-dir")
     if "training" not in meta or not is_pabee_folder(folder):
         return "new"  # its training did not finish
-    if {record_key(r) for r in final_records(spec)} == expected_keys(spec):
+    if evaluation_done(spec, config):
         return "done"
     return "trained"
 
@@ -131,13 +137,14 @@ def run_logged(settings: RunSettings, folder: Path) -> float:
     return time.perf_counter() - start
 
 
-def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool = True) -> dict[str, float]:
+def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool = True,
+                log: Callable[[str], None] = lambda message: None) -> dict[str, float]:
     """Train (status "new") and then, when ``evaluate``, evaluate one run (status "new" or "trained"); its printed
     output goes to run.log. -> the seconds taken: {"train_s": ..., "eval_s": ...} (what was done).
 
     RUN_META keeps the run key ("settings"), "elapsed_s" (every invocation's seconds on the run), "train_s" and
-    "training" (torch threads and shard of the training process), "eval_s" and "evaluation" (threads, timing rounds)
-    of the last evaluation. Training and evaluation may happen in different invocations (--train-only)."""
+    "training" (torch threads and shard of the training process), "eval_s" and "evaluation" (threads, timing rounds
+    and examples) of the last evaluation (:func:`benchmarks.report_evaluate.evaluate_run`, progress to ``log``). Training and evaluation may happen in different invocations (--train-only)."""
     folder = spec.output_dir
     taken: dict[str, float] = {}
     if status == "new":
@@ -163,9 +170,13 @@ def execute_run(spec: RunSpec, status: str, config: ReportConfig, evaluate: bool
         if not isinstance(meta, dict):  # run_status checked it; it went away since
             raise ReportError(f"{folder / RUN_META} is missing or unreadable: remove {folder} to train it again")
     if evaluate:
-        taken["eval_s"] = run_logged(run_settings(spec, config, train=False), folder)
+        start = time.perf_counter()
+        evaluate_run(spec, config, log)
+        taken["eval_s"] = time.perf_counter() - start
         meta["eval_s"] = taken["eval_s"]
-        meta["evaluation"] = {"torch_threads": torch.get_num_threads(), "timing_rounds": config.timing_rounds}
+        meta["evaluation"] = {"torch_threads": torch.get_num_threads(), "timing_rounds": config.timing_rounds,
+                              "timing_examples": config.timing_examples.get(spec.model.name),
+                              "scheme": "replay"}
         meta["elapsed_s"] += taken["eval_s"]
         write_json(folder / RUN_META, meta)
     return taken
@@ -180,23 +191,30 @@ def describe_taken(taken: dict[str, float]) -> str:
 
 
 def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> dict[Path, bool]:
-    """Reuse, re-evaluate or train every planned run, with one progress line per run. -> {folder: reused}."""
+    """Reuse, re-evaluate or train every planned run, with one progress line per run. -> {folder: reused} of the
+    runs present afterwards. With ``config.evaluate_only`` runs not trained yet are skipped (the report shows them
+    as missing), nothing is trained."""
     statuses = [run_status(spec, config) for spec in plan]  # every folder checked before anything runs
-    todo = sum(s != "done" for s in statuses)
+    missing = sum(s == "new" for s in statuses) if config.evaluate_only else 0
+    todo = sum(s != "done" for s in statuses) - missing
     trained = sum(s == "trained" for s in statuses)
-    log(f"plan: {len(plan)} runs, {len(plan) - todo} reused, {todo} to run ({trained} of them trained already, "
-        f"only evaluated) (work dir {config.work_dir})")
+    skipped = f", {missing} not trained yet (skipped: --evaluate-only)" if config.evaluate_only else ""
+    log(f"plan: {len(plan)} runs, {len(plan) - todo - missing} reused, {todo} to run ({trained} of them trained "
+        f"already, only evaluated){skipped} (work dir {config.work_dir})")
     start = time.perf_counter()
     reused = {}
     for i, (spec, status) in enumerate(zip(plan, statuses), start=1):
         prefix = f"({i}/{len(plan)})"
+        if status == "new" and config.evaluate_only:
+            log(f"{prefix} missing {spec.label}: not trained yet ({spec.output_dir})")
+            continue
         reused[spec.output_dir] = status == "done"
         if status == "done":
             log(f"{prefix} reused {spec.label} ({spec.output_dir})")
             continue
         what = "train + evaluate" if status == "new" else "evaluate the trained model"
         log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
-        taken = execute_run(spec, status, config)
+        taken = execute_run(spec, status, config, log=log)
         log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
             f"(report so far {format_seconds(time.perf_counter() - start)})")
     return reused

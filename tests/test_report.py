@@ -12,7 +12,7 @@ import pytest
 import torch
 from fixtures import save_tiny_bert, write_glue_task
 
-from benchmarks import report_aggregate, report_args, report_plan, report_render, report_run
+from benchmarks import report_aggregate, report_args, report_plan, report_render, report_replay, report_run
 from pabee.evaluate import INTERLEAVE_EXAMPLES
 from pabee.exit_rules import ExitRule
 from pabee.tasks import get_task
@@ -57,19 +57,31 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
     assert sorted(runs) == [("RTE", 42, "pabee"), ("RTE", 42, "plain"), ("RTE", 43, "pabee"), ("RTE", 43, "plain"),
                             ("STS-B", 42, "pabee"), ("STS-B", 42, "plain")]
     for (task, _seed, method), run in runs.items():
-        assert {r["batch_size"] for r in run["records"]} == {1, 32}
-        assert {r["num_examples"] for r in run["records"]} == {10}
+        # every setting once, by replay (no batch size); only a few settings timed, at both batch sizes
+        assert {r["batch_size"] for r in run["records"]} == {None} and set(run["timing"]) == {"1", "32"}
+        assert {r["num_examples"] for r in run["records"]} == {10} and run["timing_examples"] == 10
         assert run["train_s_per_epoch"] > 0 and run["epochs"] == 1
+        assert run["timed_settings"][0] == "patience:0"
+        for entry in run["timing"].values():
+            assert list(entry["settings"]) == run["timed_settings"]
+            assert all(s["check"]["examples"] == 10 and s["check"]["unexplained"] == 0
+                       for s in entry["settings"].values())
         if method == "plain":
             assert {(r["exit_rule"], r["exit_value"]) for r in run["records"]} == {("patience", 0)}
-        elif task == "RTE":
+            assert run["tuning"] is None and run["timed_settings"] == ["patience:0"]
+            continue
+        assert run["tuning"]["honest"]["how"] == "cross-fit" and run["tuning"]["max_drop"] == 0.5
+        assert run["tuning"]["dev"]["optimistic"] and run["tuning"]["dev"]["drop_vs_full"] <= 0.5 + 1e-9
+        if task == "RTE":
             assert rule_kinds(run) == {"patience", "entropy", "confidence", "layer"}
-            # full depth + patience 1..3 + 9 entropy + 7 confidence (all > 1/2) + layer 1..3, at two batch sizes
-            assert len(run["records"]) == 2 * (1 + 3 + 9 + 7 + 3)
-            entropies = sorted(r["exit_value"] for r in run["records"] if r["exit_rule"] == "entropy")[::2]
+            # full depth + patience 1..3 + 9 entropy + 7 confidence (all > 1/2) + layer 1..3
+            assert len(run["records"]) == 1 + 3 + 9 + 7 + 3
+            entropies = sorted(r["exit_value"] for r in run["records"] if r["exit_rule"] == "entropy")
             assert entropies == pytest.approx([f * math.log(2) for f in report_plan.ENTROPY_FRACTIONS])
         else:
             assert rule_kinds(run) == {"patience", "layer"}  # regression: no entropy / confidence
+            # full depth + patience 1..3 at each regression threshold + layer 1..3
+            assert len(run["records"]) == 1 + 3 * len(report_replay.REGRESSION_THRESHOLDS) + 3
     assert results["max_train_samples"] == {"minilm": 12} and results["max_eval_samples"] == {"minilm": 10}
     assert results["seeds"] == {"RTE": [42, 43], "STS-B": [42]}
     assert results["training_examples"] == {"minilm": {"RTE": {"available": 16, "used": 12},
@@ -83,7 +95,14 @@ def test_report_trains_aggregates_then_reuses_and_keeps_the_discussion(report, t
         assert summary["training"]["ratio"] > 0
         assert summary["best_patience"]["rule"] == "patience" and summary["best_patience"]["value"] >= 1
 
+    assert results["evaluation"]["checks"]["unexplained"] == 0 and results["missing_runs"] == []
+    assert [(c["task"], c["target"]) for s in results["summaries"] for c in s["targets"]] == [("RTE", 1.3),
+                                                                                              ("STS-B", 1.2)]
     markdown = (out / "results.md").read_text()
+    assert "## Tuned settings against plain fine-tuning" in markdown and "### Targets (issue #16)" in markdown
+    assert "| minilm | RTE | pabee | 42, 43 (n = 2) |" in markdown and "cross-fit" in markdown
+    assert "Trade-off over the regression thresholds" in markdown
+    assert (out / "results" / "minilm-sts-b-thresholds.png").stat().st_size > 1000
     assert "only the first 12 training examples" in markdown
     by_task = sections(markdown)
     assert set(by_task) == {"RTE", "STS-B"}
@@ -293,8 +312,8 @@ def test_sharded_training_then_one_invocation_evaluates_and_renders(report, tmp_
     for run in results["runs"]:
         assert run["train_shard"] == ("1/2" if run["method"] == "plain" else "2/2") and not run["reused"]
         assert run["train_s"] > 0 and run["eval_s"] > 0 and run["timing_rounds"] == 2
-        assert {len(r["extra"]["eval_seconds_rounds"]) for r in run["records"]} == {2}
-        assert {r["batch_size"] for r in run["records"]} == {1, 32}
+        assert {len(s["eval_seconds_rounds"]) for e in run["timing"].values() for s in e["settings"].values()} == {2}
+        assert set(run["timing"]) == {"1", "32"}
     for meta_path in work.rglob("report_run.json"):
         meta = json.loads(meta_path.read_text())
         assert meta["evaluation"]["timing_rounds"] == 2
