@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -203,7 +204,9 @@ def load_for_evaluation(spec: RunSpec, config: ReportConfig, with_training: bool
                            data_dir=config.glue_dir, do_eval=True, do_train=with_training)
     data = load_task_data(settings, read_model_labels(folder))
     tokenizer = load_tokenizer(folder)
-    max_seq_length = model_max_seq_length(settings.max_seq_length, folder, tokenizer)
+    with warnings.catch_warnings():  # a default longer than the model takes was reported at training
+        warnings.simplefilter("ignore", UserWarning)
+        max_seq_length = model_max_seq_length(settings.max_seq_length, folder, tokenizer)
     model = PabeeForSequenceClassification.from_pretrained(folder).float().eval()
     return model, tokenizer, max_seq_length, data
 
