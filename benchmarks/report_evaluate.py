@@ -36,7 +36,7 @@ from pabee.exit_rules import ExitRule
 from pabee.features import Features, length_sorted_batches, tokenize_examples
 from pabee.files import atomic_path, atomic_write_text
 from pabee.timing import interleaved_blocks, timer_for
-from pabee.tuning import FULL_DEPTH, Candidate, all_layer_logits
+from pabee.tuning import FULL_DEPTH, TUNE_KINDS, Candidate, all_layer_logits
 
 from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec
 from .report_replay import (
@@ -241,7 +241,8 @@ def evaluate_run(spec: RunSpec, config: ReportConfig, log: Callable[[str], None]
                                         lambda: all_layer_logits(model, held_features, 32, pad))
             detail = {k: holdout.get(k) for k in ("tune_split", "seed", "size")}
             heldout = (held_logits, np.asarray(held_features.labels), detail)
-        tuning = tuning_summary(logits, labels, task, config.max_drop, spec.seed, heldout)
+        kinds = (*TUNE_KINDS, "hybrid") if config.hybrid_rules else TUNE_KINDS
+        tuning = tuning_summary(logits, labels, task, config.max_drop, spec.seed, heldout, kinds)
     settings = timed_settings(tuning)
     names = [setting_name(c) for c in settings]
     n = min(len(features), config.timing_examples.get(spec.model.name) or len(features))

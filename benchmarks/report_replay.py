@@ -123,21 +123,23 @@ def cross_fit(all_logits: np.ndarray, labels: Sequence, task: TaskSpec, candidat
 
 
 def tuning_summary(dev_logits: np.ndarray, dev_labels: Sequence, task: TaskSpec, max_drop: float, seed: int,
-                   heldout: tuple[np.ndarray, Sequence, dict] | None = None) -> dict:
+                   heldout: tuple[np.ndarray, Sequence, dict] | None = None,
+                   kinds: Sequence[str] = TUNE_KINDS) -> dict:
     """The run's tuned settings (see the module docstring): ``dev`` (chosen and scored on dev, optimistic),
     ``honest`` (held-out split when given as (logits, labels, detail), else cross-fitting), and ``patience``
     (the fastest patience within the budget on dev, PABEE's own rule). Drops are points below the run's full depth
-    on dev."""
+    on dev. ``kinds``: the rule kinds tuned over (:data:`pabee.tuning.TUNE_KINDS`; the report adds "hybrid" with
+    --hybrid-rules)."""
     num_layers, _, num_labels = dev_logits.shape
     metric = task.main_metric
-    candidates = tuning_candidates(num_labels, num_layers, TUNE_KINDS)
+    candidates = tuning_candidates(num_labels, num_layers, kinds)
     result = tune(dev_logits, dev_labels, task, max_drop, candidates)
     full = result.full
     patience_only = [c for c in candidates if c.rule.kind == "patience"]
     patience = tune(dev_logits, dev_labels, task, max_drop, patience_only).chosen
     out = {
         "max_drop": max_drop, "metric": metric, "candidates": len(candidates),
-        "kinds": list(TUNE_KINDS) + (["regression thresholds"] if num_labels == 1 else []),
+        "kinds": list(kinds) + (["regression thresholds"] if num_labels == 1 else []),
         "full_depth": _choice(full, full, metric),
         "dev": {**_choice(result.chosen, full, metric), "how": "dev", "optimistic": True},
         "patience": {**_choice(patience, full, metric), "how": "dev", "optimistic": True},
