@@ -19,7 +19,7 @@ from pabee.train import CLASSIFIER_LR_RATIO
 
 from .machine import machine_info
 from .report_compare import compare_distill
-from .report_evaluate import read_evaluation
+from .report_evaluate import check_totals, read_evaluation
 from .report_plan import (
     ALL_METHODS,
     BATCH_SIZES,
@@ -84,23 +84,6 @@ def load_run(spec: RunSpec, reused: bool) -> dict:
         "records": evaluation["records"], "tuning": evaluation["tuning"],
         "timed_settings": evaluation["timed_settings"], "timing": evaluation["timing"],
     }
-
-
-def check_totals(runs: Sequence[dict]) -> dict:
-    """The replay == real inference checks over every run, setting and batch size: examples compared,
-    mismatches, those explained by near ties, and the largest logit difference where they agree."""
-    total = {"comparisons": 0, "examples": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0,
-             "max_abs_logit_difference": 0.0}
-    for run in runs:
-        for entry in run["timing"].values():
-            for timed in entry["settings"].values():
-                c = timed["check"]
-                total["comparisons"] += 1
-                for name in ("examples", "mismatches", "near_ties", "unexplained"):
-                    total[name] += c[name]
-                total["max_abs_logit_difference"] = max(total["max_abs_logit_difference"],
-                                                        c["max_abs_logit_difference"])
-    return total
 
 
 # ---------------------------------------------------------------------------------------------------- points

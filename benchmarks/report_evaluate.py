@@ -24,7 +24,7 @@ from __future__ import annotations
 import io
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -187,6 +187,23 @@ def timing_entry(settings: list[Candidate], measured: dict[Candidate, dict], all
 def check_failures(entry: dict) -> list[str]:
     return [f"{name} at batch size {entry['batch_size']}: {s['check']['unexplained']} of {s['check']['examples']} "
             f"examples" for name, s in entry["settings"].items() if s["check"]["unexplained"]]
+
+
+def check_totals(runs: Sequence[dict]) -> dict:
+    """The replay == real inference checks over every run, setting and batch size: examples compared,
+    mismatches, those explained by near ties, and the largest logit difference where they agree."""
+    total = {"comparisons": 0, "examples": 0, "mismatches": 0, "near_ties": 0, "unexplained": 0,
+             "max_abs_logit_difference": 0.0}
+    for run in runs:
+        for entry in run["timing"].values():
+            for timed in entry["settings"].values():
+                c = timed["check"]
+                total["comparisons"] += 1
+                for name in ("examples", "mismatches", "near_ties", "unexplained"):
+                    total[name] += c[name]
+                total["max_abs_logit_difference"] = max(total["max_abs_logit_difference"],
+                                                        c["max_abs_logit_difference"])
+    return total
 
 
 # ---------------------------------------------------------------------------------------------------- one run
