@@ -168,6 +168,11 @@ def test_quick_report_with_distill_and_hybrid_rules(report, tiny, tmp_path, caps
     assert "Self-distillation against PABEE (same seeds" in markdown
     assert "| distill | full depth |" in markdown and "| layer 1 |" in markdown
     assert "α = 0.5, T = 2" in markdown and "hybrid (patience counting only agreeing layers" in markdown
+    # both early-exit methods are tuned (the hybrid rule among the candidates) and judged against plain
+    assert set(summary["tuned"]) == {"pabee", "distill"} and [c["method"] for c in summary["targets"]] == [
+        "pabee", "distill"]
+    assert "hybrid" in runs["distill"]["tuning"]["kinds"]
+    assert "| minilm | RTE | distill | 42 (n = 1) |" in markdown
 
     # a results.json written before the distill method and the hybrid rules still renders (--render-only)
     for key in ("methods", "distillation", "hybrid_rules"):
