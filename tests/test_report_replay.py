@@ -315,3 +315,28 @@ def test_timing_examples_and_max_drop_flags(tiny_bert, tmp_path):
     assert report_evaluate.eval_key(spec, config)["timing_examples"] == 16
     with pytest.raises(SystemExit):
         report_args.build_parser().parse_args(["--max-drop", "-1"])
+
+
+def test_a_run_with_a_held_out_split_is_tuned_on_it(report, tiny_bert, tmp_path):
+    from pabee.data.holdout import hold_out, save_holdout
+    from pabee.runner import RunSettings, load_task_data
+
+    write_glue_task(tmp_path / "glue", "RTE", n=16)
+    argv = quick_argv(tiny_bert, tmp_path)
+    assert report.main([*argv, "--train-only", "--shard", "2/2"]) == 0  # the PABEE run only
+    folder = tmp_path / "work" / "minilm" / "rte" / "pabee-seed42"
+    train = load_task_data(RunSettings(output_dir="", task_name="RTE", data_dir=str(tmp_path / "glue"),
+                                       do_train=True)).train
+    _kept, held = hold_out(train[:12], 6, 42)  # as pabee train --tune_split 6 would have kept it
+    save_holdout(folder, held)
+    assert report.main([*argv, "--evaluate-only"]) == 0
+    stored = json.loads((folder / report_evaluate.EVAL_FILE).read_text())
+    honest = stored["tuning"]["honest"]
+    assert honest["how"] == "held-out" and honest["heldout_examples"] == 6 and honest["detail"]["size"] == 6
+    assert stored["timed_settings"][0] == "patience:0"
+    assert honest["setting"] in stored["timed_settings"]  # the held-out choice is timed and checked too
+    with np.load(folder / report_evaluate.LOGITS_FILE) as npz:
+        assert npz["heldout"].shape == (4, 6, 2) and npz["dev"].shape == (4, 12, 2)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert results["summaries"][0]["tuned"]["pabee"]["honest"]["how"] == ["held-out"]
+    assert "| held-out |" in (tmp_path / "out" / "results.md").read_text()
