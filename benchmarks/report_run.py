@@ -3,12 +3,10 @@ finished already (so an interrupted report resumes where it stopped).
 
 A run folder is this report's when it holds ``report_run.json`` (:data:`RUN_META`); its ``settings`` must equal
 the run's key (``ReportConfig.run_key``), otherwise the folder is refused, never overwritten: regenerate it by
-removing it. The folder is "done" when its ``eval_results.json`` has every expected record of the final model,
-"trained" when its training finished (recorded in RUN_META) but its evaluation did not, else "new".
-
-A run is "done" when its ``report_eval.json`` (:mod:`benchmarks.report_evaluate`: one all-layer pass, replay
-scoring, tuning, a few timed settings and the replay == inference check) is complete and made with the run's
-evaluation key. A folder evaluated only by the earlier scheme (``eval_results.json`` with every rule timed) is
+removing it. The folder is "done" when its ``report_eval.json`` (:mod:`benchmarks.report_evaluate`: one
+all-layer pass, replay scoring, tuning, a few timed settings and the replay == inference check) is complete and
+made with the run's evaluation key, "trained" when its training finished (recorded in RUN_META) but its evaluation
+did not, else "new". A folder evaluated only by the earlier scheme (``eval_results.json`` with every rule timed) is
 "trained": it is evaluated again (cheaply), its old file is left as it was.
 """
 
@@ -64,13 +62,15 @@ def record_key(record: dict) -> tuple:
 
 
 def expected_keys(spec: RunSpec) -> set[tuple]:
-    """(split, rule kind, value, threshold, batch size) of every record a finished run has."""
+    """(split, rule kind, value, threshold, batch size) of every record a run evaluated by the earlier scheme
+    (every rule timed, ``eval_results.json``) has; kept for callers, the report no longer reads them."""
     return {(split, rule.kind, value_key(rule.value), threshold_key(rule.threshold), bs)
             for split in spec.task.dev_splits for rule in spec.rules for bs in BATCH_SIZES}
 
 
 def final_records(spec: RunSpec) -> list[dict]:
-    """The run's records of the final model for the expected rules and batch sizes."""
+    """The run's records of the final model for the expected rules and batch sizes (the earlier scheme's
+    ``eval_results.json``; kept for callers)."""
     wanted = expected_keys(spec)
     records = read_json(spec.output_dir / RESULTS_NAME) or []
     return [r for r in records if r.get("checkpoint") == "final" and record_key(r) in wanted]
