@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"evaluate on the first N dev examples only, \"all\" for every one,{per} "
                         f"{hyper_default('max_eval_samples')})")
     p.add_argument("--timing-rounds", type=positive_int, default=None, metavar="N",
-                   help="timed rounds of every evaluation, all exit rules interleaved in blocks; eval time = "
+                   help="timed rounds of every evaluation, its timed settings interleaved in blocks; eval time = "
                         f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
                         f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
                         "were timed")
