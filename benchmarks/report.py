@@ -33,7 +33,7 @@ predictions and exit layers (a mismatch beyond near ties of float noise stops th
 The hyper-parameters may differ between models (``MODEL_DEFAULTS``; ``--epochs``, ``--learning-rate``,
 ``--max-train-samples`` and ``--batch-size`` take a value for every model or ``MODEL=VALUE`` for one). The timed
 settings of a run are interleaved in blocks of consecutive batches over ``--timing-rounds`` timed rounds (eval time
-= the mean over the rounds).
+= the median over the rounds, speed-up = median per-round ratio).
 
 Each run trains into its own folder under ``--work-dir``. A folder that already holds the finished run (its
 ``report_eval.json`` is complete for the run's evaluation settings) is reused, so an interrupted report resumes where it stopped; a

@@ -220,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{hyper_default('max_eval_samples')})")
     p.add_argument("--timing-rounds", type=positive_int, default=None, metavar="N",
                    help="timed rounds of every evaluation, its timed settings interleaved in blocks; eval time = "
-                        f"the mean over the rounds (default {DEFAULT_TIMING_ROUNDS}; --quick: "
+                        f"the median over the rounds, wall speed-up = the median of the per-round ratios "
+                        f"(default {DEFAULT_TIMING_ROUNDS}; --quick: "
                         f"{QUICK['timing_rounds']}). Not part of a run's settings: finished runs are reused as they "
                         "were timed")
     p.add_argument("--timing-examples", type=per_model(sample_count), action="append", default=None,

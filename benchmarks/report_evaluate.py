@@ -170,14 +170,18 @@ def time_settings(model, features: Features, settings: list[Candidate], batch_si
 def timing_entry(settings: list[Candidate], measured: dict[Candidate, dict], all_logits: np.ndarray,
                  num_labels: int, batch_size: int) -> dict:
     """One batch size's timings and equivalence checks (JSON-ready)."""
-    full = float(np.mean(measured[settings[0]]["rounds"]))
+    # Medians, not means: one round disturbed by another process must not decide the figure. The speed-up is
+    # the median of the per-round ratios (settings are interleaved, so a round's ratio shares its conditions).
+    full_rounds = np.asarray(measured[settings[0]]["rounds"], dtype=float)
     entry = {"batch_size": batch_size, "block_batches": max(1, INTERLEAVE_EXAMPLES // batch_size), "settings": {}}
     for c in settings:
-        seconds = float(np.mean(measured[c]["rounds"]))
+        rounds = np.asarray(measured[c]["rounds"], dtype=float)
+        seconds = float(np.median(rounds))
+        ratios = full_rounds / np.where(rounds > 0, rounds, np.nan)
         check = compare_with_replay(all_logits, c, measured[c]["logits"], measured[c]["exits"], num_labels)
         entry["settings"][setting_name(c)] = {
             "label": c.label, "eval_seconds": seconds, "eval_seconds_rounds": [round(t, 6) for t in measured[c]["rounds"]],
-            "wall_speedup": full / seconds if seconds > 0 else None,
+            "wall_speedup": float(np.nanmedian(ratios)) if np.isfinite(ratios).any() else None,
             "replay_layer_speedup": all_logits.shape[0] / float(c.exit_layers(all_logits).mean()),
             "check": check,
         }

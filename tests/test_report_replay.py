@@ -342,3 +342,19 @@ def test_a_run_with_a_held_out_split_is_tuned_on_it(report, tiny_bert, tmp_path)
     results = json.loads((tmp_path / "out" / "results.json").read_text())
     assert results["summaries"][0]["tuned"]["pabee"]["honest"]["how"] == ["held-out"]
     assert "| held-out |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_disturbed_round_does_not_decide_the_wall_speedup():
+    """Eval time is the median round and the speed-up the median per-round ratio: one round slowed by another
+    process (here round 3 of the early-exit setting, 10x) leaves both at the undisturbed value."""
+    logits = np.random.default_rng(0).normal(size=(6, 4, 2)).astype(np.float32)
+    full, early = Candidate(ExitRule("patience", 0)), Candidate(ExitRule("patience", 1))
+    measured = {}
+    for c, rounds in ((full, [2.0, 2.0, 2.0]), (early, [1.0, 1.0, 10.0])):
+        exits = c.exit_layers(logits)
+        measured[c] = {"rounds": rounds, "exits": exits, "logits": logits[exits - 1, np.arange(4)]}
+    entry = report_evaluate.timing_entry([full, early], measured, logits, 2, 1)
+    timed = entry["settings"][report_evaluate.setting_name(early)]
+    assert timed["eval_seconds"] == pytest.approx(1.0)
+    assert timed["wall_speedup"] == pytest.approx(2.0)
+    assert timed["check"]["unexplained"] == 0
