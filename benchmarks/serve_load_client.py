@@ -4,7 +4,9 @@
 each sends the next request as soon as its previous one is answered, until the planned requests are all sent or
 the time limit passes (requests in flight then still finish). Every request ends in exactly one outcome: answered
 with a 2xx whose body holds one entry per input ("ok"), answered otherwise ("http 429", "bad response"), or failed
-at the transport level ("connect error", "timeout", or the httpx error's name), so nothing goes uncounted.
+at the transport level ("connect error", "timeout", or the httpx error's name), so nothing goes uncounted. With
+``pause_after_429`` a worker refused with 429 waits (the server's ``Retry-After``, or a fixed time) before its next
+request, as a well-behaved client would.
 
 :func:`metrics_delta` turns two ``/metrics`` readings into the server's view of the run between them (model calls,
 mean batch size, inputs, mean exit layer).
@@ -42,8 +44,8 @@ def _exit_layers(payload: Any, n_inputs: int, single: bool) -> list[int] | None:
         return None
 
 
-async def _send(client: httpx.AsyncClient, body: bytes, n_inputs: int, single: bool) -> tuple[str, float, list]:
-    """One request: (outcome, seconds, exit layers)."""
+async def _send(client: httpx.AsyncClient, body: bytes, n_inputs: int, single: bool) -> tuple:
+    """One request: (outcome, seconds, exit layers, the Retry-After header of a 429 or None)."""
     start = time.perf_counter()
     try:
         response = await client.post("/predict", content=body, headers={"Content-Type": "application/json"})
@@ -55,12 +57,12 @@ async def _send(client: httpx.AsyncClient, body: bytes, n_inputs: int, single: b
         return type(err).__name__, time.perf_counter() - start, []
     seconds = time.perf_counter() - start
     if not 200 <= response.status_code < 300:
-        return f"http {response.status_code}", seconds, []
+        return f"http {response.status_code}", seconds, [], response.headers.get("retry-after")
     try:
         layers = _exit_layers(response.json(), n_inputs, single)
     except ValueError:
         layers = None
-    return ("ok", seconds, layers) if layers is not None else ("bad response", seconds, [])
+    return ("ok", seconds, layers, None) if layers is not None else ("bad response", seconds, [], None)
 
 
 async def _rss_sampler(pid: int, interval_s: float, samples: list, start: float, stop: asyncio.Event) -> None:
@@ -75,9 +77,23 @@ async def _rss_sampler(pid: int, interval_s: float, samples: list, start: float,
             pass
 
 
+def pause_seconds(pause_after_429: float | str | None, retry_after: str | None) -> float:
+    """How long a worker refused with 429 waits: ``"retry-after"`` the server's ``Retry-After`` seconds (1 when it
+    sends none or an unreadable one), a number that many seconds, None not at all."""
+    if pause_after_429 is None:
+        return 0.0
+    if pause_after_429 == "retry-after":
+        try:
+            return max(0.0, float(retry_after)) if retry_after is not None else 1.0
+        except ValueError:
+            return 1.0
+    return float(pause_after_429)
+
+
 async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency: int, max_seconds: float,
-                timeout_s: float, rss_pid: int | None, rss_interval_s: float) -> dict:
-    outcomes: list[tuple[str, float, list] | None] = [None] * len(requests)
+                timeout_s: float, rss_pid: int | None, rss_interval_s: float,
+                pause_after_429: float | str | None = None) -> dict:
+    outcomes: list[tuple | None] = [None] * len(requests)
     next_index = 0
     samples: list = []
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -94,6 +110,11 @@ async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurren
                 i = next_index
                 next_index += 1
                 outcomes[i] = await _send(client, *requests[i])
+                # a well-behaved client waits after a 429: not past the time limit, nor when nothing is left
+                if outcomes[i][0] == "http 429" and pause_after_429 is not None and next_index < len(requests):
+                    pause = min(pause_seconds(pause_after_429, outcomes[i][3]), deadline - time.perf_counter())
+                    if pause > 0:
+                        await asyncio.sleep(pause)
 
         try:
             await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -106,13 +127,16 @@ async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurren
 
 
 def run_load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency: int, max_seconds: float = 120.0,
-             timeout_s: float = 60.0, rss_pid: int | None = None, rss_interval_s: float = 0.5) -> dict:
+             timeout_s: float = 60.0, rss_pid: int | None = None, rss_interval_s: float = 0.5,
+             pause_after_429: float | str | None = None) -> dict:
     """Send ``requests`` ((body, inputs in it, whether it is a single input) each) with ``concurrency`` workers;
     stop sending after ``max_seconds``. ``rss_pid``: sample that process's RSS every ``rss_interval_s`` meanwhile.
+    ``pause_after_429``: a worker refused with 429 waits before its next request (:func:`pause_seconds`).
 
     Returns the run's summary (:func:`summarize`), plus ``rss_samples`` ([seconds, MiB] pairs) when sampling.
     """
-    raw = asyncio.run(_load(url, requests, concurrency, max_seconds, timeout_s, rss_pid, rss_interval_s))
+    raw = asyncio.run(_load(url, requests, concurrency, max_seconds, timeout_s, rss_pid, rss_interval_s,
+                            pause_after_429))
     summary = summarize(raw["outcomes"], [n for _, n, _ in requests], raw["wall_s"])
     if rss_pid is not None:
         summary["rss_samples"] = raw["rss_samples"]
@@ -123,10 +147,9 @@ def percentile_ms(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(values, q) * 1000) if len(values) else None
 
 
-def summarize(outcomes: Sequence[tuple[str, float, list] | None], inputs_per_request: Sequence[int],
-              wall_s: float) -> dict:
-    """Counts (planned = ok + errors + not sent), throughput, latency percentiles of the answered requests, exit
-    layers of the answered inputs."""
+def summarize(outcomes: Sequence[tuple | None], inputs_per_request: Sequence[int], wall_s: float) -> dict:
+    """Counts (planned = ok + errors + not sent), throughput, latency percentiles of the answered requests (and of
+    the errors, by kind), exit layers of the answered inputs."""
     sent = [o for o in outcomes if o is not None]
     ok = [o for o in sent if o[0] == "ok"]
     errors = Counter(o[0] for o in sent if o[0] != "ok")
@@ -144,15 +167,25 @@ def summarize(outcomes: Sequence[tuple[str, float, list] | None], inputs_per_req
             "p99": percentile_ms(latencies, 99), "mean": statistics.fmean(latencies) * 1000 if latencies else None,
             "max": max(latencies) * 1000 if latencies else None,
         },
+        "error_latency_ms": {kind: {"p50": percentile_ms(seconds, 50), "p99": percentile_ms(seconds, 99),
+                                    "max": max(seconds) * 1000}
+                             for kind, seconds in _by_kind((o[0], o[1]) for o in sent if o[0] != "ok").items()},
         "mean_exit_layer": statistics.fmean(layers) if layers else None,
         "exit_layer_counts": {str(k): v for k, v in sorted(Counter(layers).items())},
     }
 
 
+def _by_kind(pairs) -> dict[str, list[float]]:
+    out: dict[str, list[float]] = {}
+    for kind, seconds in pairs:
+        out.setdefault(kind, []).append(seconds)
+    return dict(sorted(out.items()))
+
+
 # ---------------------------------------------------------------------------------------------------- /metrics
 
 
-def _samples(text: str) -> dict[str, float]:
+def metric_samples(text: str) -> dict[str, float]:
     """Prometheus exposition text -> {sample name: value} for the unlabelled samples (sums, counts, totals)."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -168,7 +201,7 @@ def metrics_delta(before: str, after: str) -> dict:
     """What the server did between two ``/metrics`` readings: model calls (``pabee_batch_size`` observations),
     their mean size, inputs predicted, their mean exit layer (``pabee_exit_layer``) and the seconds spent in model
     calls (``pabee_model_busy_seconds_total``; None when the server does not expose it)."""
-    b, a = _samples(before), _samples(after)
+    b, a = metric_samples(before), metric_samples(after)
 
     def delta(name: str) -> float:
         return a.get(name, 0.0) - b.get(name, 0.0)
