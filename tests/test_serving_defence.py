@@ -354,3 +354,40 @@ def test_the_documented_alert_rules_pass_promtool(tmp_path):
     for command in (["check", "rules", "pabee-rules.yml"], ["test", "rules", "test.yml"]):
         done = subprocess.run(["promtool", *command], cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_burst_is_admitted_on_arrival_not_after_tokenizing(run_dir):
+    """Six requests arrive together while tokenizing takes 0.4 s each (in parallel threads). The budget before any
+    measurement is one batch (2 inputs): two are admitted and four refused at once — counted on arrival, the
+    inputs being tokenized are pending work, so the burst cannot all pass while the queue is still empty."""
+    import httpx
+
+    real = Predictor.from_pretrained(run_dir)
+    slow = NeverExitsBackend(len(real.info.labels), real.info.num_layers, 0.001)
+    predictor = Predictor(slow, real.tokenizer, real.info)
+    encode = predictor.encode
+
+    def slow_encode(inputs):
+        time.sleep(0.4)
+        return encode(inputs)
+
+    predictor.encode = slow_encode
+    app = create_app(predictor, ServeSettings(max_batch_size=2, max_wait_ms=2, max_queue_seconds=0.5))
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://pabee.test", timeout=60) as http:
+                async def one(i):
+                    started = time.perf_counter()
+                    r = await http.post("/predict", json={"inputs": f"burst input {i}"})
+                    return r.status_code, time.perf_counter() - started
+                out = await asyncio.gather(*(one(i) for i in range(6)))
+                return out, (await http.get("/metrics")).text
+
+    results, metrics = asyncio.run(go())
+    codes = sorted(code for code, _ in results)
+    assert codes == [200, 200, 429, 429, 429, 429], codes
+    refused = [latency for code, latency in results if code == 429]
+    assert max(refused) < 0.4, refused  # refused before tokenizing, not after waiting for it
+    assert re.search(r"^pabee_pending_work_layer_rows 0.0$", metrics, re.M)  # every reservation released

@@ -7,7 +7,8 @@ work, so waiting times grow until clients time out.
 
 :class:`WorkBudget` bounds the queue in *work* instead. The unit is the layer-row: one input through one layer.
 Every admitted input is counted at its worst case, L layer-rows, from its admission until its batch is done (or it
-is dropped). The server's speed in seconds per layer-row is measured on every batch (the layer-rows a batch really
+is dropped); ``pabee serve`` admits a request on arrival, before tokenizing it, so inputs still being tokenized
+count too and a refusal costs no tokenizer work. The server's speed in seconds per layer-row is measured on every batch (the layer-rows a batch really
 ran are the sum of its exit layers), as a ratio of exponentially decayed sums of batch seconds and layer-rows, so
 big batches weigh more and the estimate follows the machine within a few batches. A request is admitted when
 nothing is pending, or when the pending worst-case work including it would take at most ``max_seconds`` at the

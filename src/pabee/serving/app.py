@@ -193,17 +193,23 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         if len(inputs) > settings.max_inputs:
             raise ApiError(413, f"{len(inputs)} inputs in one request, more than the limit of {settings.max_inputs}")
         try:
-            budget.check(len(inputs))  # refused before the work of tokenizing
+            # Reserved from arrival, before the work of tokenizing: requests still being tokenized count as pending
+            # work, so a burst cannot all pass the check while the queue is still empty, and a refusal is immediate.
+            budget.admit(len(inputs))
         except OverBudget as err:
             return _over_budget(err)
-        rows = await run_in_threadpool(predictor.encode, inputs)
-        if not req.truncate:
-            for i, row in enumerate(rows):
-                if row.truncated:
-                    raise ApiError(413, f"input {i} has {row.num_tokens} tokens, more than the model's limit of "
-                                        f"{predictor.max_length}; shorten it or send \"truncate\": true")
         try:
-            results = await batcher.submit(rows)
+            rows = await run_in_threadpool(predictor.encode, inputs)
+            if not req.truncate:
+                for i, row in enumerate(rows):
+                    if row.truncated:
+                        raise ApiError(413, f"input {i} has {row.num_tokens} tokens, more than the model's limit "
+                                            f"of {predictor.max_length}; shorten it or send \"truncate\": true")
+        except BaseException:
+            budget.release(len(inputs))  # never queued
+            raise
+        try:
+            results = await batcher.submit(rows, reserved=True)
         except OverBudget as err:
             return _over_budget(err)
         except QueueFull as err:

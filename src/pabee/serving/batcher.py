@@ -97,17 +97,24 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pabee-model")
         self._task = asyncio.get_running_loop().create_task(self._work(), name="pabee-batcher")
 
-    async def submit(self, rows: Sequence[Any]) -> list[Any]:
+    async def submit(self, rows: Sequence[Any], reserved: bool = False) -> list[Any]:
         """Queue ``rows`` and wait for their results (in order). QueueFull / ShuttingDown when refused; the
-        exception of ``run_batch`` if the model call failed."""
-        if self._closing:
-            raise ShuttingDown("the server is shutting down")
-        if len(self._queue) + len(rows) > self.max_queue:
-            raise QueueFull(
-                f"the queue is full ({len(self._queue)} inputs waiting, at most {self.max_queue}): retry later"
-            )
+        exception of ``run_batch`` if the model call failed. ``reserved``: the caller already admitted the rows
+        into the budget (``budget.admit``); a refusal here then releases them, and once queued the batcher
+        releases them as for its own admissions."""
+        try:
+            if self._closing:
+                raise ShuttingDown("the server is shutting down")
+            if len(self._queue) + len(rows) > self.max_queue:
+                raise QueueFull(
+                    f"the queue is full ({len(self._queue)} inputs waiting, at most {self.max_queue}): retry later"
+                )
+        except (QueueFull, ShuttingDown):
+            if reserved and self.budget is not None:
+                self.budget.release(len(rows))
+            raise
         self.start()
-        if self.budget is not None:
+        if self.budget is not None and not reserved:
             self.budget.admit(len(rows))  # OverBudget: nothing was queued
         loop = asyncio.get_running_loop()
         now = loop.time()
