@@ -4,7 +4,6 @@ values, checked model folders), and the command line without ``--train-only``.""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from pabee.backbones import get_driver
 from pabee.data import default_model_path
 from pabee.tasks import TaskSpec, get_task
 
+from .arg_types import positive_float
 from .report_methods import add_method_arguments, resolve_methods
 from .report_plan import (
     DEFAULT_TASKS,
@@ -95,16 +95,6 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
