@@ -5,6 +5,7 @@
   :func:`pabee.timing.time_interleaved_batches` for discarding rounds disturbed by other processes.
 * :func:`wait_for_quiet`: sleep until a window without CPU contention.
 * :func:`script_command`: the command line that re-runs a benchmark script.
+* :func:`script_environment` and :data:`REPO_ROOT`: the environment a benchmark script runs in, and where it writes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout whose docs/ the benchmark scripts write
 
 
 def cpu_stall_seconds(path: str = "/proc/pressure/cpu") -> float | None:
@@ -125,3 +128,12 @@ def script_command(script: str | os.PathLike, argv: list[str]) -> str:
     except ValueError:
         text = str(path)
     return shlex.join(["python", text, *argv])
+
+
+def script_environment() -> None:
+    """Settle what a benchmark script needs before it imports transformers, where the caller did not say otherwise:
+    no Hugging Face hub access (``HF_HUB_OFFLINE``, ``TRANSFORMERS_OFFLINE``) and no tokenizers thread pool
+    (``TOKENIZERS_PARALLELISM=false``)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -4,7 +4,6 @@ values, checked model folders), and the command line without ``--train-only``.""
 from __future__ import annotations
 
 import argparse
-import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from pabee.data import default_model_path
 from pabee.tasks import TaskSpec, get_task
 from pabee.tuning import DEFAULT_MAX_DROP
 
+from .arg_types import non_negative_float, positive_float
 from .report_methods import add_method_arguments, resolve_methods
 from .report_plan import (
     DEFAULT_TASKS,
@@ -97,26 +97,6 @@ def positive_int(text: str) -> int:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
     return value
 
 

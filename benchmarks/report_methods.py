@@ -6,8 +6,8 @@ fields ``methods``, ``distillation`` and ``hybrid_rules``."""
 from __future__ import annotations
 
 import argparse
-import math
 
+from .arg_types import float_or_nan, positive_float
 from .report_plan import (
     ALL_METHODS,
     DISTILL,
@@ -35,22 +35,9 @@ def method_list(text: str) -> tuple[str, ...]:
 
 def alpha_value(text: str) -> float:
     """A distillation weight in (0, 1] (0 would be PABEE itself)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
+    value = float_or_nan(text)
     if not 0 < value <= 1:  # NaN fails too
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
-    return value
-
-
-def temperature_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
 
 
@@ -62,7 +49,7 @@ def add_method_arguments(p: argparse.ArgumentParser) -> None:
                         "trained and evaluated like PABEE at the same seeds")
     p.add_argument("--distill-alpha", type=alpha_value, default=None, metavar="ALPHA",
                    help=f"distill's --distillation_alpha (default {DISTILL_ALPHA:g}; part of its runs' settings)")
-    p.add_argument("--distill-temperature", type=temperature_value, default=None, metavar="T",
+    p.add_argument("--distill-temperature", type=positive_float, default=None, metavar="T",
                    help=f"distill's --distillation_temperature (default {DISTILL_TEMPERATURE:g})")
     p.add_argument("--hybrid-rules", action="store_true",
                    help="also evaluate the hybrid exit rule (classification: "

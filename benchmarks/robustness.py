@@ -22,11 +22,12 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the benchmarks package beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import REPO_ROOT, machine_info, script_environment  # noqa: E402
+
+script_environment()  # before transformers is imported
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -38,7 +39,6 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.machine import machine_info  # noqa: E402
 from benchmarks.robustness_measure import plan_settings, run_attacks, time_slowdown  # noqa: E402
 from benchmarks.robustness_render import render_markdown  # noqa: E402
 from pabee.attacks import Budget, LayerLogits  # noqa: E402
@@ -49,7 +49,6 @@ from pabee.exit_rules import ExitRule  # noqa: E402
 from pabee.files import atomic_write_text  # noqa: E402
 from pabee.tasks import TaskSpec, get_task  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 MATCHED_KINDS = ("entropy", "confidence")
 
 

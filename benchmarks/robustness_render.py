@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import functools
 import math
-from pathlib import Path
 
 import jinja2
 
+from .pages import page_environment
 from .speed_render import caches_text
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 PAPER = ("the PABEE paper (Zhou et al., 2020) reports that patience-based early exit makes the model more "
          "robust than the same model at full depth (TextFooler against ALBERT-base: higher accuracy under "
          "attack, more queries needed)")
@@ -210,14 +209,9 @@ def contention_text(run: dict) -> str:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
-    )
-    env.globals.update(pct=pct, num=num, robustness_reading=robustness_reading,
-                       slowdown_reading=slowdown_reading, caveats=caveats, attack_time=attack_time,
-                       contention_text=contention_text, caches_text=caches_text)
-    return env
+    return page_environment(pct=pct, num=num, robustness_reading=robustness_reading,
+                            slowdown_reading=slowdown_reading, caveats=caveats, attack_time=attack_time,
+                            contention_text=contention_text, caches_text=caches_text)
 
 
 def render_markdown(reports: dict) -> str:

@@ -23,11 +23,12 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the benchmarks package beside this script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import REPO_ROOT, machine_info, script_command, script_environment  # noqa: E402
+
+script_environment()  # before transformers is imported
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
@@ -38,7 +39,6 @@ import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 
-from benchmarks.machine import machine_info, script_command  # noqa: E402
 from benchmarks.serve_load_measure import measure_backend, requests_at  # noqa: E402
 from benchmarks.serve_load_render import render_markdown  # noqa: E402
 from benchmarks.serve_load_server import ServerError  # noqa: E402
@@ -46,7 +46,6 @@ from benchmarks.speed import glue_task, load_texts  # noqa: E402
 from pabee.cli import _Parser, int_at_least, parse_int_list  # noqa: E402
 from pabee.data import DataError  # noqa: E402
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 BACKENDS = ("torch", "onnx")
 VERSIONED = ("pabee", "onnxruntime", "httpx", "fastapi", "uvicorn", "prometheus-client", "tokenizers")
 DEFAULT_WORK_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pabee-serve-load"

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import functools
 import statistics
-from pathlib import Path
 
 import jinja2
 
+from .pages import page_environment
 from .speed_render import caches_text
 
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 SETTING_NAMES = {"full": "full depth", "early_exit": "early exit"}
 TARGET_VS_OFFLINE = 0.8  # server at concurrency 16, full depth, >= this x the offline batch-32 throughput
 TARGET_VS_LAYERS = 0.9  # early-exit server >= this x layer speed-up x full-depth server
@@ -168,14 +167,11 @@ def met_text(met: bool | None) -> str:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
+    return page_environment(
+        {"fmt": fmt, "met": met_text}, rows=rows, cpu_totals=cpu_totals, targets=targets,
+        memory_summary=memory_summary, offline_rate=offline_rate, caches_text=caches_text, target_level=TARGET_LEVEL,
+        flat_mib=FLAT_MIB, flat_share=FLAT_SHARE,
     )
-    env.filters.update(fmt=fmt, met=met_text)
-    env.globals.update(rows=rows, cpu_totals=cpu_totals, targets=targets, memory_summary=memory_summary,
-                       offline_rate=offline_rate, caches_text=caches_text, target_level=TARGET_LEVEL, flat_mib=FLAT_MIB, flat_share=FLAT_SHARE)
-    return env
 
 
 def render_markdown(reports: dict) -> str:

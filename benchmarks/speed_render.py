@@ -7,13 +7,11 @@ The page is a function of the JSON alone, so it can be rendered again without ti
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import jinja2
 
+from .pages import page_environment
 from .speed_measure import block_size
-
-TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def blocks_text(report: dict) -> str:
@@ -208,16 +206,11 @@ def batch1_by_patience(report: dict) -> dict[int, dict]:
 
 @functools.cache
 def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, trim_blocks=True,
-        lstrip_blocks=True, keep_trailing_newline=True, autoescape=False,
-    )
-    env.filters.update(fmt_s=fmt_s, yes=yes, f3=lambda v: f"{v:.3f}")
-    env.globals.update(
+    return page_environment(
+        {"fmt_s": fmt_s, "yes": yes, "f3": lambda v: f"{v:.3f}"},
         blocks_text=blocks_text, cache_fit_text=cache_fit_text, caches_text=caches_text, contention_text=contention_text,
         reading=reading, block_size=block_size, batch1_by_patience=batch1_by_patience,
     )
-    return env
 
 
 def render_markdown(report: dict) -> str:

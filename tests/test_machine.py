@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
-from benchmarks.machine import cpu_caches, cpu_model, cpu_stall_seconds, machine_info, wait_for_quiet
+from benchmarks.machine import (
+    REPO_ROOT,
+    cpu_caches,
+    cpu_model,
+    cpu_stall_seconds,
+    machine_info,
+    script_environment,
+    wait_for_quiet,
+)
 
 
 def test_cpu_stall_seconds_parses_psi(tmp_path):
@@ -63,3 +72,13 @@ def test_machine_info_fields():
         assert info[key]
     assert info["torch_num_threads"] == torch.get_num_threads()
     json.dumps(info)
+
+
+def test_script_environment_goes_offline_but_keeps_what_the_caller_set(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    script_environment()
+    assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    assert os.environ["TOKENIZERS_PARALLELISM"] == "true"
+    assert (REPO_ROOT / "benchmarks" / "machine.py").is_file()

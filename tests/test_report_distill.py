@@ -94,6 +94,8 @@ def test_hybrid_rules_are_opt_in_and_keyed_by_their_threshold(tiny, tmp_path):
     (["--distill-alpha", "0.3"], "--distill-alpha and --distill-temperature set the distill method"),
     (["--methods", "plain,pabee,distill", "--distill-alpha", "0"], "expected a number in (0, 1]"),
     (["--methods", "plain,pabee,distill", "--distill-temperature", "-1"], "expected a positive number"),
+    (["--methods", "plain,pabee,distill", "--distill-alpha", "half"], "expected a number in (0, 1]"),
+    (["--methods", "plain,pabee,distill", "--distill-temperature", "nan"], "expected a positive number"),
 ])
 def test_bad_method_flags_are_one_line_errors(argv, message, report, tiny, tmp_path, capsys):
     code = None

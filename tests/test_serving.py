@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -247,46 +248,84 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def metric_value(text: str, name: str) -> float | None:
+    """The value of an unlabelled sample ``name`` in a Prometheus text page (None when it is absent)."""
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    return float(found.group(1)) if found else None
+
+
+def wait_until(condition, what: str, seconds: float, alive=lambda: True, log: Path | None = None) -> None:
+    """Poll ``condition`` until it is true; fail (with ``log``'s text) after ``seconds`` or once ``alive`` is not.
+
+    The limit is generous on purpose: on a busy machine the server is slow to start and answer, and waiting for
+    an observed state instead of sleeping a guessed time keeps the test's meaning whatever the load."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        detail = log.read_text() if log is not None else ""
+        assert alive(), f"the server died while waiting for {what}\n{detail}"
+        assert time.monotonic() < deadline, f"no {what} after {seconds:g} s\n{detail}"
+        time.sleep(0.1)
+
+
+MAX_WAIT_MS = 5000  # the SIGTERM test's batch wait
+
+
 def test_serve_process_drains_queued_requests_on_sigterm(run_dir, tmp_path):
+    """SIGTERM while four requests wait in the queue for a fuller batch: each is answered (200) and the server
+    exits 0.
+
+    SIGTERM is sent once /metrics shows all four inputs queued, not after a guessed sleep (which a busy machine
+    outlasts or undercuts); the batch wait (MAX_WAIT_MS) leaves seconds for that and is far below the server's
+    graceful-shutdown limit (60 s), after which requests still in flight would be cut off."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1", "PABEE_API_KEY": "k"}
-    log = open(tmp_path / "server.log", "w+")
+    log_path = tmp_path / "server.log"
+    log = open(log_path, "w+")
     process = subprocess.Popen(
-        [sys.executable, "-m", "pabee.cli", "serve", str(run_dir), "--port", str(port), "--max-wait-ms", "1500",
-         "--max-batch-size", "64", "--threads", "1"],
+        [sys.executable, "-m", "pabee.cli", "serve", str(run_dir), "--port", str(port),
+         "--max-wait-ms", str(MAX_WAIT_MS), "--max-batch-size", "64", "--threads", "1"],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": "Bearer k"}
+
+    def alive() -> bool:
+        return process.poll() is None
+
+    def get(path, **kwargs) -> httpx.Response | None:
+        try:
+            return httpx.get(f"{base}{path}", timeout=10, **kwargs)
+        except httpx.TransportError:
+            return None
+
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()
-            time.sleep(0.2)
-        assert httpx.get(f"{base}/info", timeout=10).status_code == 401  # the key came from the environment
+        wait_until(lambda: (r := get("/health")) is not None and r.status_code == 200, "answer on /health", 300,
+                   alive, log_path)
+        assert get("/info").status_code == 401  # the key came from the environment
         results: dict[int, httpx.Response] = {}
 
         def send(i):
-            results[i] = httpx.post(f"{base}/predict", json={"inputs": TEXTS[i]}, headers=auth, timeout=60)
+            results[i] = httpx.post(f"{base}/predict", json={"inputs": TEXTS[i]}, headers=auth, timeout=300)
 
         threads = [threading.Thread(target=send, args=(i,)) for i in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.7)  # the requests are queued (each waits up to 1.5 s for a fuller batch)
+
+        def queued() -> float | None:
+            response = get("/metrics", headers=auth)
+            return None if response is None else metric_value(response.text, "pabee_queue_depth")
+
+        wait_until(lambda: queued() == 4 or results, "4 inputs queued", 300, alive, log_path)
+        assert not results, f"a batch ran before SIGTERM: 4 requests took over {MAX_WAIT_MS} ms to be queued"
         process.send_signal(signal.SIGTERM)
         for t in threads:
-            t.join(60)
-        assert process.wait(60) == 0, (tmp_path / "server.log").read_text()
+            t.join(300)
+        assert process.wait(300) == 0, log_path.read_text()
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
-    output = (tmp_path / "server.log").read_text()
+    output = log_path.read_text()
     assert sorted(results) == [0, 1, 2, 3]
     for response in results.values():
         assert response.status_code == 200, output

@@ -15,6 +15,8 @@ builds them. Nothing here imports torch. Everything is also importable from :mod
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .exit_signals import (
@@ -137,10 +139,35 @@ class PatienceRule(_CounterRule):
         return num_layers if self.patience == 0 else None
 
 
+def _non_negative_value(what: str, value: float) -> float:
+    """A threshold >= 0 (NaN is not); ``what`` names it in the error."""
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"the {what} must be >= 0, got {value!r}")
+    return value
+
+
+def _probability_value(what: str, value: float) -> float:
+    """A class-probability threshold in (0, 1] (NaN is outside); ``what`` names it in the error."""
+    value = float(value)
+    if not 0 < value <= 1:
+        raise ValueError(f"the {what} must be in (0, 1], got {value!r}")
+    return value
+
+
 class _ThresholdRule(StepRule):
-    """A rule that tests each layer's logits on their own against ``threshold`` (no state)."""
+    """A rule that tests each layer's logits on their own against ``threshold`` (no state).
+
+    Subclasses set ``kind``, ``reached`` (the test) and ``check_threshold`` (what, value) -> value, the range check
+    of their threshold (ValueError naming ``what`` when it is out of range).
+    """
 
     needs_probabilities = True
+    check_threshold: Callable[[str, float], float]
+
+    @classmethod
+    def check_value(cls, value: float) -> float:
+        return cls.check_threshold(f"{cls.kind} threshold", value)
 
     def __init__(self, threshold: float, regression_threshold: float | None = None):
         self.threshold = self.check_value(threshold)
@@ -158,13 +185,7 @@ class EntropyRule(_ThresholdRule):
 
     kind = "entropy"
     reached = staticmethod(entropy_reached)
-
-    @staticmethod
-    def check_value(value: float) -> float:
-        value = float(value)
-        if not value >= 0:
-            raise ValueError(f"the entropy threshold must be >= 0, got {value!r}")
-        return value
+    check_threshold = staticmethod(_non_negative_value)
 
 
 class ConfidenceRule(_ThresholdRule):
@@ -172,13 +193,7 @@ class ConfidenceRule(_ThresholdRule):
 
     kind = "confidence"
     reached = staticmethod(confidence_reached)
-
-    @staticmethod
-    def check_value(value: float) -> float:
-        value = float(value)
-        if not 0 < value <= 1:
-            raise ValueError(f"the confidence threshold must be in (0, 1], got {value!r}")
-        return value
+    check_threshold = staticmethod(_probability_value)
 
 
 class FixedLayerRule(StepRule):
@@ -223,10 +238,7 @@ class HybridRule(_CounterRule):
 
     @staticmethod
     def check_second(value: float) -> float:
-        value = float(value)
-        if not 0 < value <= 1:
-            raise ValueError(f"the hybrid confidence threshold must be in (0, 1], got {value!r}")
-        return value
+        return _probability_value("hybrid confidence threshold", value)
 
     def advances(self, previous, logits):
         return predictions_agree(previous, logits, 0.0) & confidence_reached(logits, self.confidence)
