@@ -200,7 +200,9 @@ def metric_samples(text: str) -> dict[str, float]:
 def metrics_delta(before: str, after: str) -> dict:
     """What the server did between two ``/metrics`` readings: model calls (``pabee_batch_size`` observations),
     their mean size, inputs predicted, their mean exit layer (``pabee_exit_layer``) and the seconds spent in model
-    calls (``pabee_model_busy_seconds_total``; None when the server does not expose it)."""
+    calls (``pabee_model_busy_seconds_total``), the model calls the batches ran as and their real and padded tokens
+    (``pabee_model_calls_total``, ``pabee_tokens_total``, ``pabee_padded_tokens_total``); None for what the server
+    does not expose."""
     b, a = metric_samples(before), metric_samples(after)
 
     def delta(name: str) -> float:
@@ -214,4 +216,8 @@ def metrics_delta(before: str, after: str) -> dict:
         "mean_batch_size": batch_inputs / batches if batches else None,
         "mean_exit_layer": exit_sum / exits if exits else None,
         "model_busy_s": delta(busy) if busy in a else None,
+        # exposed since length groups (pabee.length_groups): a batch's model calls and their padding; None before
+        **{key: int(delta(name)) if name in a else None for key, name in (
+            ("model_calls", "pabee_model_calls_total"), ("tokens", "pabee_tokens_total"),
+            ("padded_tokens", "pabee_padded_tokens_total"))},
     }

@@ -76,16 +76,23 @@ def rows(backend: dict) -> list[dict]:
 
 
 def cpu_totals(backend: dict) -> dict:
-    """CPU seconds over all timed load runs of a backend: the loaded server, the idle one, this client."""
+    """CPU seconds over all timed load runs of a backend: the loaded server (also per input it answered), the idle
+    one, this client; the model calls per batch and the padded tokens per real token (None: not exposed)."""
     runs = backend["runs"]
 
     def total(values) -> float | None:
         values = list(values)
         return None if any(v is None for v in values) else sum(values)
 
-    return {"server": total(r["cpu_s"]["server"] for r in runs),
-            "idle": total(v for r in runs for v in r["cpu_s"]["idle_servers"]),
-            "client": total(r["cpu_s"]["client"] for r in runs), "wall": sum(r["wall_s"] for r in runs)}
+    server, inputs = total(r["cpu_s"]["server"] for r in runs), sum(r["server"]["inputs"] for r in runs)
+    calls, tokens, padded = (total(r["server"].get(key) for r in runs) for key in ("model_calls", "tokens",
+                                                                                   "padded_tokens"))
+    batches = sum(r["server"]["batches"] for r in runs)
+    return {"server": server, "idle": total(v for r in runs for v in r["cpu_s"]["idle_servers"]),
+            "client": total(r["cpu_s"]["client"] for r in runs), "wall": sum(r["wall_s"] for r in runs),
+            "server_ms_per_input": 1000 * server / inputs if server is not None and inputs else None,
+            "calls_per_batch": calls / batches if calls is not None and batches else None,
+            "padded_per_token": padded / tokens if padded is not None and tokens else None}
 
 
 def _row(table: list[dict], setting: str, level: int) -> dict | None:

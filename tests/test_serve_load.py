@@ -85,7 +85,8 @@ def test_metrics_delta_reads_the_batch_size_and_exit_layer_histograms():
     metrics.observe_batch(1, [4], 1)
     delta = metrics_delta(before, metrics.render()[0].decode())
     assert delta == {"batches": 2, "inputs": 4, "mean_batch_size": 2.0, "mean_exit_layer": 11 / 4,
-                     "model_busy_s": None}  # no work budget watched: no busy-time metric
+                     "model_busy_s": None, "model_calls": None, "tokens": None,
+                     "padded_tokens": None}  # no work budget nor length groups watched: no such metrics
 
 
 def test_inputs_file_requests_and_one_line_errors(run_dir, tmp_path, capsys):
@@ -170,6 +171,8 @@ def test_quick_run_end_to_end_then_render_only(run_dir, tmp_path):
                 assert r["mean_exit_layer"] == 4
             assert r["server"]["mean_exit_layer"] == pytest.approx(r["mean_exit_layer"])
             assert 0 < r["server"]["model_busy_s"] <= r["wall_s"]  # the time the server spent in model calls
+            assert r["server"]["model_calls"] >= r["server"]["batches"]  # a batch runs as 1+ length groups
+            assert r["server"]["tokens"] <= r["server"]["padded_tokens"]
     memory = run["memory"]
     assert memory["ok"] == 40 and memory["error_count"] == 0 and memory["backend"] == "torch"
     assert len(memory["rss_samples"]) >= 1 and memory["rss_start_mib"] > 0
@@ -180,6 +183,7 @@ def test_quick_run_end_to_end_then_render_only(run_dir, tmp_path):
     page = out_md.read_text()
     assert "--quick smoke run" in page and "### torch" in page and "## Memory" in page
     assert "| full depth | 2 |" in page and "| early exit | 1 |" in page and "python " in page
+    assert "ms per input)" in page and "padded tokens per real token" in page
     out_md.unlink()
     assert bench.main(["--render-only", "--output", str(out_json), "--markdown", str(out_md)]) == 0
     assert out_md.read_text() == page

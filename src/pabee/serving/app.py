@@ -30,6 +30,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
+from ..length_groups import LengthGroupedRunner
 from ..predictor import Encoded, Prediction, Predictor
 from .admission import OverBudget, WorkBudget
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
@@ -125,8 +126,11 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     def on_batch(rows: list[Encoded], results: list[Prediction]) -> None:
         metrics.observe_batch(len(rows), [p.exit_layer for p in results], sum(p.truncated for p in results))
 
+    # a batch is the requests waiting, in arrival order: run it as length groups, or it pads to its longest input
+    runner = LengthGroupedRunner(predictor.run, settings.call_overhead_tokens or None)
+    metrics.watch_calls(runner)
     batcher = DynamicBatcher(
-        predictor.run, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,
+        runner, settings.max_batch_size, settings.max_wait_ms, settings.max_queue,
         on_batch=on_batch, on_depth=metrics.queue_depth.set, budget=budget,
     )
 
@@ -141,7 +145,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
     app = FastAPI(title="pabee", version=__version__, lifespan=lifespan,
                   description="Patience-based early exit classifier (text-embeddings-inference /predict shapes)")
     app.state.predictor, app.state.batcher, app.state.metrics, app.state.settings = predictor, batcher, metrics, settings
-    app.state.budget = budget
+    app.state.budget, app.state.runner = budget, runner
     expected_key = settings.api_key.encode() if settings.api_key else None
 
     @app.middleware("http")

@@ -17,6 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
+    from ..length_groups import LengthGroupedRunner
     from .admission import WorkBudget
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -37,11 +38,13 @@ class ServerMetrics:
     * ``pabee_request_errors_total{path,status}``: the requests answered with an error (4xx, 5xx).
     * ``pabee_queue_depth``: inputs waiting for the model; ``pabee_inputs_total``, ``pabee_truncated_inputs_total``.
     * ``pabee_request_latency_seconds``: ``/predict`` time from arrival to response.
-    * ``pabee_batch_size``: inputs per model call (buckets 1, 2, 4, ... max batch size).
+    * ``pabee_batch_size``: inputs per batch (buckets 1, 2, 4, ... max batch size); a batch runs as one or more
+      model calls of similar lengths (``pabee_model_calls_total``).
     * ``pabee_exit_layer``: the layer each input exited at (buckets 1..L): when inputs stop exiting early, the mass
       moves to the last bucket. Its ``_sum`` counts the layer-rows run (one input through one layer).
 
-    With :meth:`watch_budget`, the work budget's state at each scrape (:class:`BudgetCollector`).
+    With :meth:`watch_budget`, the work budget's state at each scrape (:class:`BudgetCollector`); with
+    :meth:`watch_calls`, the model calls and padding of the length-grouped batches (:class:`CallsCollector`).
     """
 
     def __init__(self, num_layers: int, max_batch_size: int):
@@ -59,7 +62,7 @@ class ServerMetrics:
             registry=r,
         )
         self.batch_size = Histogram(
-            "pabee_batch_size", "inputs per model call", buckets=_powers_of_two(max_batch_size), registry=r
+            "pabee_batch_size", "inputs per batch (one or more model calls)", buckets=_powers_of_two(max_batch_size), registry=r
         )
         self.exit_layer = Histogram(
             "pabee_exit_layer", "layer at which each input exited (1..L)",
@@ -69,6 +72,10 @@ class ServerMetrics:
     def watch_budget(self, budget: WorkBudget) -> None:
         """Expose ``budget``'s pending work, speed estimate, limit, refusals and model time."""
         self.registry.register(BudgetCollector(budget))
+
+    def watch_calls(self, runner: LengthGroupedRunner) -> None:
+        """Expose ``runner``'s model calls, real tokens and padded tokens."""
+        self.registry.register(CallsCollector(runner))
 
     def observe_batch(self, size: int, exit_layers: list[int], truncated: int) -> None:
         """Record one model call: its size, every input's exit layer and how many inputs were truncated."""
@@ -112,3 +119,23 @@ class BudgetCollector(Collector):
         yield CounterMetricFamily("pabee_budget_rejections", "requests refused (429) by the work budget",
                                   value=b.rejected)
         yield CounterMetricFamily("pabee_model_busy_seconds", "seconds spent in model calls", value=b.busy_seconds)
+
+
+class CallsCollector(Collector):
+    """The model calls a :class:`~pabee.length_groups.LengthGroupedRunner` made, read at every scrape.
+
+    * ``pabee_model_calls_total``: model calls (a batch of ``pabee_batch_size`` runs as one or more length groups).
+    * ``pabee_tokens_total``: the tokens of the inputs run.
+    * ``pabee_padded_tokens_total``: the tokens the model ran, padding included (rows x their call's width); its
+      ratio to ``pabee_tokens_total`` is the padding overhead (1.0: none).
+    """
+
+    def __init__(self, runner: LengthGroupedRunner):
+        self.runner = runner
+
+    def collect(self):
+        r = self.runner
+        yield CounterMetricFamily("pabee_model_calls", "model calls (length groups of the batches)", value=r.calls)
+        yield CounterMetricFamily("pabee_tokens", "tokens of the inputs run", value=r.tokens)
+        yield CounterMetricFamily("pabee_padded_tokens", "tokens the model ran, padding included",
+                                  value=r.padded_tokens)

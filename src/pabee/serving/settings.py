@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from ..cli import _positive_int
+from ..cli import _positive_int, int_at_least
+from ..length_groups import DEFAULT_CALL_OVERHEAD
 from ..settings import SERVE, setting
 
 API_KEY_ENV = "PABEE_API_KEY"
@@ -54,6 +55,9 @@ class ServeSettings:
         max_queue_seconds: admission by worst-case work (:mod:`pabee.serving.admission`): a request is refused
             with 429 and ``Retry-After`` when the inputs pending, its own included, each counted at full depth,
             would take more than this many seconds at the measured speed (None: no such limit).
+        call_overhead_tokens: a batch of inputs of different lengths runs as length groups, one model call each,
+            when the padding that saves is worth more than this many padded tokens per extra call
+            (:mod:`pabee.length_groups`); 0: one call per batch, however much is padded.
         max_inputs: most inputs in one request (more: 413).
         max_input_bytes: largest request body in bytes (more: 413).
         log_level: the level of pabee's and uvicorn's logs.
@@ -75,6 +79,10 @@ class ServeSettings:
         help="refuse a request (429 with Retry-After) when the inputs pending, its own included, would take more "
              "than this many seconds if every one ran at full depth, at the measured speed (default: no limit; "
              "see docs/serving-operations.md)")
+    call_overhead_tokens: int = _serve_flag(
+        "call_overhead_tokens", DEFAULT_CALL_OVERHEAD, parse=int_at_least(0),
+        help="run a batch as length groups (less padding) when the padded tokens saved are more than this many "
+             "per extra model call (0: one call per batch)")
     max_inputs: int = _serve_flag("max_inputs", 256, parse=_positive_int, help="most inputs in one request (more: 413)")
     max_input_bytes: int = _serve_flag("max_input_bytes", 2 * 1024 * 1024, parse=_positive_int,
                                        help="largest request body (more: 413)")
@@ -91,6 +99,9 @@ class ServeSettings:
                 f"max_inputs ({self.max_inputs}) is more than max_queue ({self.max_queue}): such a request could "
                 "never be queued"
             )
+        if isinstance(self.call_overhead_tokens, bool) or not isinstance(self.call_overhead_tokens, int) \
+                or self.call_overhead_tokens < 0:
+            raise ValueError(f"call_overhead_tokens must be an integer >= 0, got {self.call_overhead_tokens!r}")
         if not self.max_wait_ms >= 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if self.max_queue_seconds is not None and not 0 < self.max_queue_seconds < float("inf"):
