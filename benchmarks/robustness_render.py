@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+import statistics
 
 import jinja2
 
@@ -59,6 +60,70 @@ def by_rule(run: dict) -> dict[str, dict]:
     return {s["label"]: s for s in run["results"]}
 
 
+def patience_verdicts(run: dict) -> list[tuple[dict, float, float, str]]:
+    """Each patience > 0 against full depth: (setting, paired difference in examples surviving the attack, its
+    standard error, verdict "more robust" / "less robust" / unclear)."""
+    base = robust_flags(by_rule(run)["patience 0"])
+    out = []
+    for s in run["results"]:
+        if s["kind"] != "patience" or s["value"] == 0:
+            continue
+        d, se = paired(robust_flags(s), base)
+        out.append((s, d, se, verdict(d, se, "more robust", "less robust")))
+    return out
+
+
+def paper_claim(counts: dict[str, int]) -> str:
+    """What the patience verdicts say of the paper's robustness claim."""
+    if counts["more robust"] and not counts["less robust"]:
+        return "agree with the paper's claim"
+    if counts["less robust"] and not counts["more robust"]:
+        return "disagree with the paper's claim"
+    if counts["less robust"] and counts["more robust"]:
+        return "are mixed on the paper's claim"
+    return "neither confirm nor refute the paper's claim: every difference is within its noise"
+
+
+def summary_reading(reports: dict) -> list[str]:
+    """One line per attacked model (the verdict on the paper's claim, with the accuracy under attack at full depth
+    and over the patiences, and the share of saved layers the slowdown took back per rule), then the overall
+    reading across them."""
+    out, verdicts = [], []
+    for run in reports["runs"]:
+        full = by_rule(run)["patience 0"]["misclassification"]
+        found = patience_verdicts(run)
+        counts = {"more robust": 0, "less robust": 0, "unclear": 0}
+        for _, _, _, v in found:
+            counts[v if v in counts else "unclear"] += 1
+        claim = paper_claim(counts)
+        verdicts.append((run["data"]["task"], claim))
+        under = [100 * s["misclassification"]["accuracy_under_attack"] for s, *_ in found]
+        lost: dict[str, list[float]] = {}
+        for s in run["results"]:
+            value = (s.get("slowdown") or {}).get("saving_lost")
+            if value is not None:
+                lost.setdefault(s["kind"], []).append(100 * value)
+        slow = "; ".join(f"{kind} {min(v):.0f}-{max(v):.0f} %" for kind, v in lost.items())
+        out.append(f"**{run['data']['task']}** ({run['model']['model_type']}, {run['model']['num_layers']} layers, "
+                   f"{full['num_examples']} examples): accuracy under attack {pct(full['accuracy_under_attack'])} % "
+                   f"at full depth, {min(under):.1f}-{max(under):.1f} % over patience "
+                   f"{', '.join(str(s['value']) for s, *_ in found)}; {counts['more robust']} of {len(found)} "
+                   f"patience settings measurably more robust, {counts['less robust']} less: these measurements "
+                   f"{claim}." + (f" Slowdown: share of the saved layers taken back: {slow}." if slow else ""))
+    lost_all = [(s.get("slowdown") or {}).get("saving_lost") for run in reports["runs"] for s in run["results"]]
+    lost_all = [v for v in lost_all if v is not None]
+    agree = [task for task, claim in verdicts if claim.startswith("agree")]
+    other = [f"{task} ({claim.split(':')[0]})" for task, claim in verdicts if not claim.startswith("agree")]
+    out.append(f"Overall: the paper's robustness claim is supported on {len(agree)} of {len(verdicts)} task(s)"
+               + (f" ({', '.join(agree)})" if agree else "") + (f"; not on {'; '.join(other)}" if other else "")
+               + "." + (f" The slowdown attack took back part of the saving in {sum(v > 0 for v in lost_all)} of "
+                        f"{len(lost_all)} early-exit settings (median {100 * statistics.median(lost_all):.0f} %), "
+                        "as WAFFLE reports: a server sized for the clean mean exit layer is undersized under such "
+                        "inputs (`docs/serving-defence.md` measures the server's work budget against them)."
+                        if lost_all else ""))
+    return out
+
+
 def robustness_reading(run: dict) -> list[str]:
     """Findings of the misclassification attack, and the verdict on the paper's claim."""
     rules = by_rule(run)
@@ -69,13 +134,8 @@ def robustness_reading(run: dict) -> list[str]:
            f"{f['attacked']} it attacked ({pct(f['success_rate'])} %) with {num(f['mean_queries'], 1)} "
            f"queries and {num(f['mean_perturbed_words'])} perturbed words on average."]
     counts = {"more robust": 0, "less robust": 0, "unclear": 0}
-    base = robust_flags(full)
-    for s in run["results"]:
-        if s["kind"] != "patience" or s["value"] == 0:
-            continue
+    for s, d, se, v in patience_verdicts(run):
         m = s["misclassification"]
-        d, se = paired(robust_flags(s), base)
-        v = verdict(d, se, "more robust", "less robust")
         counts[v if v in counts else "unclear"] += 1
         out.append(f"{s['label']} (mean exit layer {num(s['dev']['mean_exit_layer'])} on clean dev): "
                    f"accuracy under attack {pct(m['accuracy_under_attack'])} % vs "
@@ -96,14 +156,7 @@ def robustness_reading(run: dict) -> list[str]:
                    f"{pct(p['misclassification']['accuracy_under_attack'])} % for {p['label']}, a difference "
                    f"of {100 * d:+.1f} points for patience (paired standard error {100 * se:.1f}): {v}.")
     total = sum(counts.values())
-    if counts["more robust"] and not counts["less robust"]:
-        claim = "agree with the paper's claim"
-    elif counts["less robust"] and not counts["more robust"]:
-        claim = "disagree with the paper's claim"
-    elif counts["less robust"] and counts["more robust"]:
-        claim = "are mixed on the paper's claim"
-    else:
-        claim = "neither confirm nor refute the paper's claim: every difference is within its noise"
+    claim = paper_claim(counts)
     out.append(f"Against the paper: {PAPER}. Here, of {total} patience setting(s), {counts['more robust']} "
                f"{'is' if counts['more robust'] == 1 else 'are'} measurably more robust than full depth, "
                f"{counts['less robust']} measurably less robust and {counts['unclear']} not distinguishable "
@@ -210,7 +263,7 @@ def contention_text(run: dict) -> str:
 @functools.cache
 def environment() -> jinja2.Environment:
     return page_environment(pct=pct, num=num, robustness_reading=robustness_reading,
-                            slowdown_reading=slowdown_reading, caveats=caveats, attack_time=attack_time,
+                            slowdown_reading=slowdown_reading, summary_reading=summary_reading, caveats=caveats, attack_time=attack_time,
                             contention_text=contention_text, caches_text=caches_text)
 
 

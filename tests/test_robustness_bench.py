@@ -99,3 +99,28 @@ def test_single_sentence_task_writes_text_inputs(tmp_path):
     assert report["data"]["perturbed_text"] == "sentence" and report["replay"]["rule"] == "patience:1"
     lines = (out / "robustness" / "attacked-sst-2.jsonl").read_text().splitlines()
     assert len(lines) == 3 and all(isinstance(json.loads(line), str) for line in lines)
+
+
+def _synthetic_run(task: str, full_survives: int, patience_survives: int, lost: float) -> dict:
+    """A report with 20 attacked examples: how many survive at full depth and at patience 1 and 2."""
+    def setting(kind, value, survive, saving_lost=None):
+        examples = [{"status": "failed" if i < survive else "succeeded"} for i in range(20)]
+        s = {"kind": kind, "value": value, "label": f"{kind} {value}",
+             "misclassification": {"examples": examples, "num_examples": 20, "accuracy_under_attack": survive / 20}}
+        if saving_lost is not None:
+            s["slowdown"] = {"saving_lost": saving_lost}
+        return s
+    return {"data": {"task": task}, "model": {"model_type": "bert", "num_layers": 6},
+            "results": [setting("patience", 0, full_survives), setting("patience", 1, patience_survives, lost),
+                        setting("patience", 2, patience_survives, lost)]}
+
+
+def test_summary_states_the_verdict_on_the_paper_per_task_and_overall():
+    from benchmarks.robustness_render import summary_reading
+
+    lines = summary_reading({"runs": [_synthetic_run("RTE", 2, 15, 0.5), _synthetic_run("MRPC", 5, 5, 0.0)]})
+    assert "RTE" in lines[0] and "2 of 2 patience settings measurably more robust" in lines[0]
+    assert "agree with the paper's claim" in lines[0] and "patience 50-50 %" in lines[0]
+    assert "0 of 2" in lines[1] and "neither confirm nor refute" in lines[1]
+    assert lines[-1].startswith("Overall: the paper's robustness claim is supported on 1 of 2 task(s) (RTE); not on MRPC")
+    assert "in 2 of 4 early-exit settings" in lines[-1]
