@@ -10,27 +10,16 @@ cost of the defence and the slowdown's cost (attacked vs clean).
 from __future__ import annotations
 
 import functools
-import statistics
 from pathlib import Path
 
 import jinja2
 
-from .serve_load_render import fmt
+from .serve_load_render import _median, _weighted, fmt
 from .speed_render import caches_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFENCE_NAMES = {"off": "no defence", "on": "--max-queue-seconds"}
 
-
-def _median(values) -> float | None:
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-def _weighted(pairs) -> float | None:
-    pairs = [(v, n) for v, n in pairs if v is not None and n]
-    total = sum(n for _, n in pairs)
-    return sum(v * n for v, n in pairs) / total if total else None
 
 
 def one_batch_ms(run: dict, speed: float | None) -> float | None:

@@ -53,6 +53,7 @@ EVAL_FORMAT = 2  # the earlier report's evaluation (eval_results.json, every rul
 
 
 def read_json(path: Path):
+    """The parsed file, or None when it is missing or not valid JSON."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
@@ -60,6 +61,7 @@ def read_json(path: Path):
 
 
 def write_json(path: Path, value) -> None:
+    """Write atomically (a reader never sees half a file)."""
     atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 

@@ -23,28 +23,14 @@ import torch
 
 from pabee.config import is_pabee_folder
 from pabee.evaluate import RESULTS_NAME
-from pabee.files import atomic_write_text
 from pabee.runner import RunSettings, run
 from pabee.tables import format_group
 
-from .report_evaluate import evaluate_run, evaluation_done
+from .report_evaluate import evaluate_run, evaluation_done, read_json, write_json
 from .report_plan import BATCH_SIZES, DISTILL, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
 
 RUN_META = "report_run.json"  # written by this report into every run folder: settings, seconds, conditions
-
-
-def read_json(path: Path):
-    """The parsed file, or None when it is missing or not valid JSON."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-
-
-def write_json(path: Path, value) -> None:
-    """Write atomically (a reader never sees half a file)."""
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 def value_key(value: float) -> float:
