@@ -67,6 +67,10 @@ def row(run: dict, defence: str, kind: str, level: int) -> dict | None:
         "budget_rejections": sum(r["server"]["budget_rejections"] for r in mine),
         "server_429": sum(r["server"]["statuses"].get("429", 0) for r in mine),
         "speed": speed, "one_batch_ms": batch,
+        # the load generator's own share: requests' wait in it before being sent, and its CPU (None: not recorded)
+        "client_wait_p99": _median((r.get("client_wait_ms") or {}).get("p99") for r in mine),
+        "client_cpu": _median(r.get("client_cpu_share") for r in mine),
+        "refusals_per_s": _median(r["refused"] / r["wall_s"] for r in mine if r["wall_s"]),
         "bound_ms": bound_ms(run, batch) if defence == "on" else None,
     }
     out["accounted"] = out["ok"] + out["refused"] + out["failures"] + out["not_sent"] == out["planned"]
@@ -104,6 +108,8 @@ def findings(run: dict, level: int) -> dict:
             "p99_ratio": _ratio(on["p99"], off["p99"]), "goodput_off": off["goodput"], "goodput_on": on["goodput"],
             "goodput_ratio": _ratio(on["goodput"], off["goodput"]), "refused": on["refused"],
             "answered_share": _ratio(on["ok"], on["planned"]),
+            "refusals_per_s": on["refusals_per_s"], "speed_ratio": _ratio(on["speed"], off["speed"]),
+            "client_cpu": on["client_cpu"],
         })
     slowdown = []
     for d in ("off", "on"):

@@ -1,12 +1,20 @@
-"""The Jinja environment the benchmark pages (``docs/*.md``) are rendered in, from ``benchmarks/templates/``."""
+"""What the benchmark scripts share around their pages (``docs/*.md|json``): the Jinja environment over
+``benchmarks/templates/``, reading and atomically writing the recorded runs and the page, and SIGTERM handling."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import json
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import jinja2
+
+from pabee.files import atomic_write_text
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -22,3 +30,81 @@ def page_environment(filters: dict[str, Callable] | None = None, **template_glob
     env.filters.update(filters or {})
     env.globals.update(template_globals)
     return env
+
+
+class PageError(ValueError):
+    """A benchmark's results file cannot be read (a one-line message)."""
+
+
+def read_reports(path: Path, benchmark: str) -> dict:
+    """The runs recorded in a benchmark's JSON (``{"benchmark": benchmark, "runs": []}`` when there is no file
+    yet); :class:`PageError` when it cannot be read."""
+    if not path.is_file():
+        return {"benchmark": benchmark, "runs": []}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise PageError(f"cannot read {path}: {err}") from None
+
+
+def replace_run(reports: dict, report: dict, key: Callable[[dict], Any]) -> dict:
+    """``reports`` with ``report`` added last, replacing the recorded run with the same ``key`` (e.g. the model)."""
+    kept = [r for r in reports.get("runs", []) if key(r) != key(report)]
+    return {**reports, "runs": [*kept, report]}
+
+
+def write_reports(path: Path, reports: dict, indent: int = 1) -> None:
+    """Write a benchmark's JSON atomically (a reader never sees half a file; an interrupted write loses nothing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(reports, indent=indent) + "\n")
+
+
+def write_page(path: Path, text: str) -> None:
+    """Write a rendered page atomically, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM (like SIGINT) raises KeyboardInterrupt in the main thread, so a benchmark that
+    started servers stops them on its way out; the previous handlers come back after it."""
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def record_and_render(script: str, benchmark: str, out_json: Path, out_md: Path, render: Callable[[dict], str],
+                      measure: Callable[[], dict] | None = None,
+                      merge: Callable[[dict, dict], dict] | None = None,
+                      errors: tuple[type[BaseException], ...] = (), log: Callable[[str], None] = print) -> int:
+    """The end every server benchmark shares: read the recorded runs, ``measure`` a new one (None: render only),
+    ``merge`` it in (default: append) and write the JSON atomically, then render the page. Returns the exit status:
+    2 after a one-line error (a :class:`PageError`, a ValueError or one of ``errors``), 130 when interrupted
+    (nothing written), else 0."""
+    try:
+        reports = read_reports(out_json, benchmark)
+        if measure is not None:
+            report = measure()
+            reports = merge(reports, report) if merge else {**reports, "runs": [*reports.get("runs", []), report]}
+            write_reports(out_json, reports)
+        if not reports.get("runs"):
+            raise PageError(f"{out_json} holds no runs to render")
+    except (ValueError, *errors) as err:
+        print(f"{script}: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{script}: interrupted (servers stopped; nothing written)", file=sys.stderr)
+        return 130
+    write_page(out_md, render(reports))
+    log(f"wrote {out_md}" + ("" if measure is None else f" and {out_json}"))
+    return 0

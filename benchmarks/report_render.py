@@ -13,7 +13,8 @@ from pathlib import Path, PurePath
 import jinja2
 
 from pabee.evaluate import INTERLEAVE_EXAMPLES
-from pabee.files import atomic_path, atomic_write_text
+from pabee.files import atomic_write_text
+from pabee.plots import save_figure
 from pabee.tuning import REGRESSION_THRESHOLDS
 
 from .report_plan import CONFIDENCES, ENTROPY_FRACTIONS, HYBRID_RULES, OTHER_KINDS, SCRIPT
@@ -222,14 +223,7 @@ def plot_task(s: dict, path: Path, batch_size: int | None = None) -> Path | None
     ax.set_title(f"{s['model']} {s['task']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_regression_tradeoff(s: dict, path: Path) -> Path | None:
@@ -256,14 +250,7 @@ def plot_regression_tradeoff(s: dict, path: Path) -> Path | None:
     ax.set_title(f"{s['model']} {s['task']}: patience × regression threshold")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_page(report: dict, out_dir: Path) -> Path:

@@ -39,6 +39,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from benchmarks.pages import PageError, read_reports, replace_run, write_page, write_reports  # noqa: E402
 from benchmarks.robustness_measure import plan_settings, run_attacks, time_slowdown  # noqa: E402
 from benchmarks.robustness_render import render_markdown  # noqa: E402
 from pabee.attacks import Budget, LayerLogits  # noqa: E402
@@ -303,16 +304,6 @@ def _target(item) -> str:
     return item if isinstance(item, str) else item[1]
 
 
-def load_reports(path: Path) -> dict:
-    if not path.is_file():
-        return {"benchmark": "robustness", "runs": []}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        fail(f"cannot read {path}: {err}")
-        raise  # unreachable
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
@@ -321,19 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         default_dir = Path(tempfile.mkdtemp(prefix="pabee-robustness-"))
     out_json = Path(args.output) if args.output else default_dir / "robustness.json"
     out_md = Path(args.markdown) if args.markdown else default_dir / "robustness.md"
-    reports = load_reports(out_json)
+    try:
+        reports = read_reports(out_json, "robustness")
+    except PageError as err:
+        fail(str(err))
     if not args.render_only:
         check_settings(args)
         torch.set_num_threads(args.threads)
         for task, folder in args.model:
             report = run_task(args, task, folder, argv, out_md)
-            reports["runs"] = [r for r in reports["runs"] if r["data"]["task"] != task.folder] + [report]
-            out_json.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out_json, json.dumps(reports, indent=1) + "\n")
+            reports = replace_run(reports, report, key=lambda r: (r["data"]["task"], r["model"]["path"]))  # as each is done
+            write_reports(out_json, reports)
     if not reports["runs"]:
         fail(f"{out_json} holds no runs to render")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out_md, render_markdown(reports))
+    write_page(out_md, render_markdown(reports))
     log(f"wrote {out_md}" + ("" if args.render_only else f" and {out_json}"))
     return 0
 

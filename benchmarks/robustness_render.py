@@ -96,7 +96,7 @@ def summary_reading(reports: dict) -> list[str]:
         for _, _, _, v in found:
             counts[v if v in counts else "unclear"] += 1
         claim = paper_claim(counts)
-        verdicts.append((run["data"]["task"], claim))
+        verdicts.append((f"{run['data']['task']} ({run['model']['model_type']}, {run['model']['num_layers']} layers)", claim))
         under = [100 * s["misclassification"]["accuracy_under_attack"] for s, *_ in found]
         lost: dict[str, list[float]] = {}
         for s in run["results"]:
@@ -114,7 +114,8 @@ def summary_reading(reports: dict) -> list[str]:
     lost_all = [v for v in lost_all if v is not None]
     agree = [task for task, claim in verdicts if claim.startswith("agree")]
     other = [f"{task} ({claim.split(':')[0]})" for task, claim in verdicts if not claim.startswith("agree")]
-    out.append(f"Overall: the paper's robustness claim is supported on {len(agree)} of {len(verdicts)} task(s)"
+    out.append(f"Overall: the paper's robustness claim is supported on {len(agree)} of {len(verdicts)} attacked "
+               "model(s)"
                + (f" ({', '.join(agree)})" if agree else "") + (f"; not on {'; '.join(other)}" if other else "")
                + "." + (f" The slowdown attack took back part of the saving in {sum(v > 0 for v in lost_all)} of "
                         f"{len(lost_all)} early-exit settings (median {100 * statistics.median(lost_all):.0f} %), "

@@ -33,12 +33,12 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the benchmarks p
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import tempfile  # noqa: E402
 
 import torch  # noqa: E402
 
 from benchmarks.machine import machine_info, script_command  # noqa: E402
+from benchmarks.pages import PageError, read_reports, replace_run, write_page, write_reports  # noqa: E402
 from benchmarks.runtime_measure import export_all, measure  # noqa: E402
 from benchmarks.runtime_render import render_markdown  # noqa: E402
 from benchmarks.speed import glue_task  # noqa: E402
@@ -132,15 +132,6 @@ def log(msg: str) -> None:
     print(f"[runtime] {msg}", file=sys.stderr, flush=True)
 
 
-def load_reports(path: Path) -> dict:
-    if not path.is_file():
-        return {"benchmark": "runtime", "runs": []}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise SystemExit(f"cannot read {path}: {err}") from None
-
-
 def run_model(args: argparse.Namespace, argv: list[str]) -> dict:
     """One model: export, tokenize, time. Returns its report."""
     from transformers import AutoTokenizer
@@ -199,17 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     out_json = Path(args.output) if args.output else REPO_ROOT / "docs" / "runtime.json"
     out_md = Path(args.markdown) if args.markdown else REPO_ROOT / "docs" / "runtime.md"
-    reports = load_reports(out_json)
+    try:
+        reports = read_reports(out_json, "runtime")
+    except PageError as err:
+        raise SystemExit(str(err)) from None
     if not args.render_only:
         check_settings(args)
-        report = run_model(args, argv)
-        reports["runs"] = [r for r in reports["runs"] if r["model"]["path"] != report["model"]["path"]] + [report]
-        out_json.parent.mkdir(parents=True, exist_ok=True)
-        out_json.write_text(json.dumps(reports, indent=2) + "\n", encoding="utf-8")
+        reports = replace_run(reports, run_model(args, argv), key=lambda r: r["model"]["path"])
+        write_reports(out_json, reports, indent=2)
     if not reports["runs"]:
         raise SystemExit(f"{out_json} holds no runs to render")
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(render_markdown(reports), encoding="utf-8")
+    write_page(out_md, render_markdown(reports))
     log(f"wrote {out_md}" + ("" if args.render_only else f" and {out_json}"))
     return 0
 

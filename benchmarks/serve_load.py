@@ -34,11 +34,10 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
-import signal  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 
+from benchmarks.pages import record_and_render, signals_interrupt  # noqa: E402
 from benchmarks.serve_load_measure import measure_backend, requests_at  # noqa: E402
 from benchmarks.serve_load_render import render_markdown  # noqa: E402
 from benchmarks.serve_load_server import ServerError  # noqa: E402
@@ -273,49 +272,22 @@ def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
     return out_json, out_md
 
 
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    previous = {}
-    if threading.current_thread() is threading.main_thread():  # SIGTERM and SIGINT alike stop the servers first
-        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with signals_interrupt():  # SIGTERM and SIGINT alike stop the servers first
         return _main(args, argv)
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _main(args: argparse.Namespace, argv: list[str]) -> int:
     out_json, out_md = output_paths(args)
-    try:
-        reports = {"benchmark": "serving", "runs": []}
-        if out_json.is_file():
-            try:
-                reports = json.loads(out_json.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as err:
-                raise BenchError(f"cannot read {out_json}: {err}") from None
-        if not args.render_only:
-            check_settings(args)
-            reports = merge(reports, run(args, argv))
-            out_json.parent.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
-        if not reports["runs"]:
-            raise BenchError(f"{out_json} holds no runs to render")
-    except (BenchError, ServerError, ValueError) as err:
-        print(f"serve_load.py: error: {str(err).strip().splitlines()[0]}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("serve_load.py: interrupted (servers stopped; nothing written)", file=sys.stderr)
-        return 130
-    out_md.parent.mkdir(parents=True, exist_ok=True)
-    out_md.write_text(render_markdown(reports), encoding="utf-8")
-    log(f"wrote {out_md}" + ("" if args.render_only else f" and {out_json}"))
-    return 0
+
+    def measure() -> dict:
+        check_settings(args)
+        return run(args, argv)
+
+    return record_and_render("serve_load.py", "serving", out_json, out_md, render_markdown,
+                             None if args.render_only else measure, merge, errors=(BenchError, ServerError), log=log)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """The bounded load generator of the serving benchmark, and what it reads from the server's ``/metrics``.
 
-:func:`run_load` is a closed loop on loopback: ``concurrency`` asyncio workers share one ``httpx.AsyncClient``;
-each sends the next request as soon as its previous one is answered, until the planned requests are all sent or
+:func:`run_load` is a closed loop on loopback: ``concurrency`` asyncio workers, each with its own
+``httpx.AsyncClient`` and connection (one pool shared by all costs CPU that grows with the connections, enough at
+128 workers to make the generator, not the server, the bottleneck on a 2-core machine); each sends the next request as soon as its previous one is answered, until the planned requests are all sent or
 the time limit passes (requests in flight then still finish). Every request ends in exactly one outcome: answered
 with a 2xx whose body holds one entry per input ("ok"), answered otherwise ("http 429", "bad response"), or failed
 at the transport level ("connect error", "timeout", or the httpx error's name), so nothing goes uncounted. With
 ``pause_after_429`` a worker refused with 429 waits (the server's ``Retry-After``, or a fixed time) before its next
-request, as a well-behaved client would.
+request, as a well-behaved client would. The summary also says how long requests waited inside the generator
+before being sent and how much CPU it used, so a run where the generator itself was the bottleneck shows it.
 
 :func:`metrics_delta` turns two ``/metrics`` readings into the server's view of the run between them (model calls,
 mean batch size, inputs, mean exit layer).
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
+import ssl
 import statistics
 import time
 from collections import Counter
@@ -45,24 +49,38 @@ def _exit_layers(payload: Any, n_inputs: int, single: bool) -> list[int] | None:
 
 
 async def _send(client: httpx.AsyncClient, body: bytes, n_inputs: int, single: bool) -> tuple:
-    """One request: (outcome, seconds, exit layers, the Retry-After header of a 429 or None)."""
+    """One request: (outcome, seconds, exit layers, the Retry-After header of a 429 or None, seconds the request
+    waited in this client before its first byte was written, or None if it never was). The wait is read from
+    httpcore's ``trace`` extension; a load generator short of CPU shows up there instead of as server latency."""
     start = time.perf_counter()
+    sent_at: list[float] = []
+
+    async def trace(event: str, info: dict) -> None:
+        if not sent_at and event.startswith("http11.send_request_headers.started"):
+            sent_at.append(time.perf_counter())
+
+    def waited() -> float | None:
+        return sent_at[0] - start if sent_at else None
+
     try:
-        response = await client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+        response = await client.post("/predict", content=body, headers={"Content-Type": "application/json"},
+                                     extensions={"trace": trace})
     except httpx.ConnectError:
-        return "connect error", time.perf_counter() - start, []
+        return "connect error", time.perf_counter() - start, [], None, waited()
     except httpx.TimeoutException:
-        return "timeout", time.perf_counter() - start, []
+        return "timeout", time.perf_counter() - start, [], None, waited()
     except httpx.HTTPError as err:
-        return type(err).__name__, time.perf_counter() - start, []
+        return type(err).__name__, time.perf_counter() - start, [], None, waited()
     seconds = time.perf_counter() - start
     if not 200 <= response.status_code < 300:
-        return f"http {response.status_code}", seconds, [], response.headers.get("retry-after")
+        return f"http {response.status_code}", seconds, [], response.headers.get("retry-after"), waited()
     try:
         layers = _exit_layers(response.json(), n_inputs, single)
     except ValueError:
         layers = None
-    return ("ok", seconds, layers, None) if layers is not None else ("bad response", seconds, [], None)
+    if layers is None:
+        return "bad response", seconds, [], None, waited()
+    return "ok", seconds, layers, None, waited()
 
 
 async def _rss_sampler(pid: int, interval_s: float, samples: list, start: float, stop: asyncio.Event) -> None:
@@ -75,6 +93,12 @@ async def _rss_sampler(pid: int, interval_s: float, samples: list, start: float,
             return
         except asyncio.TimeoutError:
             pass
+
+
+def _process_cpu_s() -> float:
+    """CPU seconds this process has used (user + system), for the load generator's own share of the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def pause_seconds(pause_after_429: float | str | None, retry_after: str | None) -> float:
@@ -96,15 +120,20 @@ async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurren
     outcomes: list[tuple | None] = [None] * len(requests)
     next_index = 0
     samples: list = []
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=limits) as client:
+    # One client (and connection) per worker, made before the clock starts: a single shared pool costs CPU that
+    # grows with the number of connections, and at high concurrency the generator, not the server, was the queue.
+    one = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    tls = ssl.create_default_context()  # loading the CA bundle once, not once per client (loopback is plain HTTP)
+    clients = [httpx.AsyncClient(base_url=url, timeout=timeout_s, limits=one, verify=tls) for _ in range(concurrency)]
+    try:
+        cpu_start = _process_cpu_s()
         start = time.perf_counter()
         deadline = start + max_seconds
         stop = asyncio.Event()
         sampler = (asyncio.create_task(_rss_sampler(rss_pid, rss_interval_s, samples, start, stop))
                    if rss_pid is not None else None)
 
-        async def worker() -> None:
+        async def worker(client: httpx.AsyncClient) -> None:
             nonlocal next_index
             while next_index < len(requests) and time.perf_counter() < deadline:
                 i = next_index
@@ -117,13 +146,16 @@ async def _load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurren
                         await asyncio.sleep(pause)
 
         try:
-            await asyncio.gather(*(worker() for _ in range(concurrency)))
+            await asyncio.gather(*(worker(client) for client in clients))
         finally:
             wall = time.perf_counter() - start
+            client_cpu = _process_cpu_s() - cpu_start
             stop.set()
             if sampler is not None:
                 await sampler
-    return {"outcomes": outcomes, "wall_s": wall, "rss_samples": samples}
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients), return_exceptions=True)
+    return {"outcomes": outcomes, "wall_s": wall, "rss_samples": samples, "client_cpu_s": client_cpu}
 
 
 def run_load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency: int, max_seconds: float = 120.0,
@@ -138,6 +170,8 @@ def run_load(url: str, requests: Sequence[tuple[bytes, int, bool]], concurrency:
     raw = asyncio.run(_load(url, requests, concurrency, max_seconds, timeout_s, rss_pid, rss_interval_s,
                             pause_after_429))
     summary = summarize(raw["outcomes"], [n for _, n, _ in requests], raw["wall_s"])
+    summary["client_cpu_s"] = raw["client_cpu_s"]
+    summary["client_cpu_share"] = raw["client_cpu_s"] / raw["wall_s"] if raw["wall_s"] > 0 else None
     if rss_pid is not None:
         summary["rss_samples"] = raw["rss_samples"]
     return summary
@@ -155,6 +189,7 @@ def summarize(outcomes: Sequence[tuple | None], inputs_per_request: Sequence[int
     errors = Counter(o[0] for o in sent if o[0] != "ok")
     layers = [layer for o in ok for layer in o[2]]
     latencies = [o[1] for o in ok]
+    waits = [o[4] for o in sent if len(o) > 4 and o[4] is not None]
     inputs_ok = sum(n for o, n in zip(outcomes, inputs_per_request) if o is not None and o[0] == "ok")
     return {
         "planned": len(outcomes), "sent": len(sent), "ok": len(ok), "errors": dict(sorted(errors.items())),
@@ -167,6 +202,9 @@ def summarize(outcomes: Sequence[tuple | None], inputs_per_request: Sequence[int
             "p99": percentile_ms(latencies, 99), "mean": statistics.fmean(latencies) * 1000 if latencies else None,
             "max": max(latencies) * 1000 if latencies else None,
         },
+        # time requests spent in the load generator before their first byte left it (its own queueing)
+        "client_wait_ms": {"p50": percentile_ms(waits, 50), "p99": percentile_ms(waits, 99),
+                           "max": max(waits) * 1000 if waits else None},
         "error_latency_ms": {kind: {"p50": percentile_ms(seconds, 50), "p99": percentile_ms(seconds, 99),
                                     "max": max(seconds) * 1000}
                              for kind, seconds in _by_kind((o[0], o[1]) for o in sent if o[0] != "ok").items()},

@@ -12,15 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from fixtures import write_glue_task
-from tiny_models import tiny_backbone
+from tiny_models import random_features, spread_model
 
 from benchmarks import report_args, report_evaluate, report_plan, report_replay, report_run, report_tuned
-from pabee.config import PabeeConfig
 from pabee.exit_rules import ExitRule
-from pabee.features import Features
-from pabee.modeling import PabeeForSequenceClassification
 from pabee.tasks import get_task
 from pabee.tuning import Candidate, all_layer_logits, score, tune, tuning_candidates
 
@@ -36,29 +32,10 @@ def report():
     return module
 
 
-def spread_model(num_labels: int, layers: int = 6, seed: int = 0) -> PabeeForSequenceClassification:
-    """A tiny BERT whose heads share a direction plus noise, so rows exit at different layers."""
-    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels, layers, seed), PabeeConfig(pooling="mean"))
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():
-        shared = torch.randn_like(model.classifiers[0].weight) * 2
-        for head in model.classifiers:
-            head.weight.copy_(shared + 0.7 * torch.randn_like(shared))
-            head.bias.zero_()
-    return model.eval()
-
-
-def features_of(n: int, num_labels: int, seed: int = 0) -> Features:
-    rng = np.random.default_rng(seed)
-    ids = [[2, *rng.integers(5, 99, rng.integers(2, 14)).tolist(), 3] for _ in range(n)]
-    labels = rng.normal(2.5, 1.0, n).tolist() if num_labels == 1 else rng.integers(0, num_labels, n).tolist()
-    return Features(ids, None, labels)
-
-
 @pytest.mark.parametrize("num_labels", [2, 1])
 def test_replay_equals_real_early_exit_inference_at_both_batch_sizes(num_labels):
     model = spread_model(num_labels)
-    features = features_of(16, num_labels)
+    features = random_features(16, num_labels)
     logits = all_layer_logits(model, features, 32)
     rules = report_plan.exit_rules_for(get_task("STS-B" if num_labels == 1 else "RTE"), 6, hybrid=num_labels == 2)
     every = report_replay.replay_candidates(rules, num_labels)
@@ -102,7 +79,7 @@ def test_a_disagreement_is_counted_unless_it_is_a_near_tie():
 
 def test_cross_fitting_predicts_each_half_with_the_setting_chosen_on_the_other():
     model = spread_model(2)
-    features = features_of(40, 2, seed=3)
+    features = random_features(40, 2, seed=3)
     logits = all_layer_logits(model, features, 32)
     labels = np.asarray(features.labels)
     task = get_task("RTE")

@@ -122,5 +122,6 @@ def test_summary_states_the_verdict_on_the_paper_per_task_and_overall():
     assert "RTE" in lines[0] and "2 of 2 patience settings measurably more robust" in lines[0]
     assert "agree with the paper's claim" in lines[0] and "patience 50-50 %" in lines[0]
     assert "0 of 2" in lines[1] and "neither confirm nor refute" in lines[1]
-    assert lines[-1].startswith("Overall: the paper's robustness claim is supported on 1 of 2 task(s) (RTE); not on MRPC")
+    assert lines[-1].startswith("Overall: the paper's robustness claim is supported on 1 of 2 attacked model(s) "
+                                "(RTE (bert, 6 layers)); not on MRPC (bert, 6 layers)")
     assert "in 2 of 4 early-exit settings" in lines[-1]

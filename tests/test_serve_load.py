@@ -63,9 +63,15 @@ def test_every_request_is_accounted_for_when_the_server_refuses_or_is_gone(run_d
     assert result["errors"].get("http 429", 0) > 0 and result["ok"] > 0
     assert result["ok"] + result["error_count"] == 12 and result["inputs_ok"] == result["ok"]
     assert result["latency_ms"]["p50"] > 0 and 1 <= result["mean_exit_layer"] <= 4
+    # the generator's own share is recorded: every request's wait before it was sent is part of its latency
+    wait = result["client_wait_ms"]
+    assert 0 <= wait["p50"] <= wait["p99"] <= wait["max"] < max(result["latency_ms"]["max"],
+                                                                result["error_latency_ms"]["http 429"]["max"])
+    assert result["client_cpu_s"] > 0 and 0 < result["client_cpu_share"]
 
     gone = run_load(url, _requests(["good movie"], 5), concurrency=2, timeout_s=5)
     assert gone["ok"] == 0 and gone["errors"] == {"connect error": 5} and gone["inputs_per_s"] == 0
+    assert gone["client_wait_ms"]["max"] is None  # nothing was ever sent
 
 
 def test_predict_encoded_is_predict_without_tokenization(run_dir):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from run_fixtures import save_tiny_run
-from tiny_models import VOCAB, tiny_backbone
+from tiny_models import random_features, spread_model, tiny_backbone
 
 from pabee.config import PabeeConfig
 from pabee.data import Example
@@ -19,7 +19,6 @@ from pabee.data.holdout import hold_out, holdout_size, rebuild_holdout
 from pabee.evaluate import predict
 from pabee.exit_defaults import default_exit_rule
 from pabee.exit_rules import ExitRule
-from pabee.features import Features
 from pabee.metrics import compute_metrics, predicted_labels
 from pabee.modeling import PabeeForSequenceClassification
 from pabee.tasks import custom_task
@@ -43,25 +42,6 @@ def run_batch(folder, seed: int):
     vocab = PabeeForSequenceClassification.from_pretrained(folder).config.vocab_size
     batch = pad_batch(random_features(8, 3, seed, vocab), range(8), 0)
     return batch["input_ids"], batch["attention_mask"]
-
-
-def spread_model(num_labels: int, layers: int = 6, seed: int = 0) -> PabeeForSequenceClassification:
-    """A tiny mean-pooled BERT whose heads share a direction plus noise: rows exit at different layers."""
-    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels, layers, seed), PabeeConfig(pooling="mean"))
-    torch.manual_seed(seed + 1)
-    with torch.no_grad():
-        shared = torch.randn_like(model.classifiers[0].weight) * 2
-        for head in model.classifiers:
-            head.weight.copy_(shared + 0.7 * torch.randn_like(shared))
-            head.bias.zero_()
-    return model.eval()
-
-
-def random_features(n: int, num_labels: int, seed: int = 0, vocab: int = VOCAB) -> Features:
-    rng = np.random.default_rng(seed)
-    ids = [[2, *rng.integers(5, vocab, rng.integers(2, 14)).tolist(), 3] for _ in range(n)]
-    labels = rng.normal(2.5, 1.0, n).tolist() if num_labels == 1 else rng.integers(0, num_labels, n).tolist()
-    return Features(ids, None, labels)
 
 
 @pytest.mark.parametrize("num_labels", [3, 1])

@@ -70,3 +70,30 @@ def one_at_a_time(model, ids, mask, **kw):
         logits.append(out.logits)
         exits.append(out.exit_layers)
     return torch.cat(logits), torch.cat(exits)
+
+
+def spread_model(num_labels: int, layers: int = 6, seed: int = 0):
+    """A tiny mean-pooled BERT whose heads share a direction plus noise: rows exit at different layers."""
+    from pabee.config import PabeeConfig
+    from pabee.modeling import PabeeForSequenceClassification
+
+    model = PabeeForSequenceClassification(tiny_backbone("bert", num_labels, layers, seed), PabeeConfig(pooling="mean"))
+    torch.manual_seed(seed + 1)
+    with torch.no_grad():
+        shared = torch.randn_like(model.classifiers[0].weight) * 2
+        for head in model.classifiers:
+            head.weight.copy_(shared + 0.7 * torch.randn_like(shared))
+            head.bias.zero_()
+    return model.eval()
+
+
+def random_features(n: int, num_labels: int, seed: int = 0, vocab: int = VOCAB):
+    """n random token-id rows (lengths 4..15) with labels (regression targets when num_labels == 1)."""
+    import numpy as np
+
+    from pabee.features import Features
+
+    rng = np.random.default_rng(seed)
+    ids = [[2, *rng.integers(5, vocab, rng.integers(2, 14)).tolist(), 3] for _ in range(n)]
+    labels = rng.normal(2.5, 1.0, n).tolist() if num_labels == 1 else rng.integers(0, num_labels, n).tolist()
+    return Features(ids, None, labels)

@@ -69,13 +69,22 @@ def plot_tradeoff(
     ax.grid(alpha=0.3)
     if len(groups) + len(baselines) <= 12:
         ax.legend(fontsize=7)
-    fig.tight_layout()
+    return save_figure(fig, path, dpi=120)
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Lay out ``fig``, write it to ``path`` (PNG) atomically, creating its folder, and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
     try:
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path, suffix=".png") as tmp:
-            fig.savefig(tmp, dpi=120)
+            fig.savefig(tmp, dpi=dpi)
     finally:
         plt.close(fig)
-    return Path(path)
+    return path
 
 
 def _curve_name(r: EvalRecord) -> str:
