@@ -436,3 +436,37 @@ def test_a_burst_is_admitted_on_arrival_not_after_tokenizing(run_dir):
     refused = [latency for code, latency in results if code == 429]
     assert max(refused) < 0.4, refused  # refused before tokenizing, not after waiting for it
     assert re.search(r"^pabee_pending_work_layer_rows 0.0$", metrics, re.M)  # every reservation released
+
+
+def test_a_full_budget_refuses_before_reading_the_body_and_after_the_api_key(run_dir):
+    """With no room for even one input, POST /predict gets 429 without its body being read or parsed (a malformed
+    body is refused, not reported as 422: shedding costs no work); the API key is still checked first, other routes
+    still answer, and every answer is counted."""
+    import httpx
+
+    predictor = Predictor.from_pretrained(run_dir)
+    app = create_app(predictor, ServeSettings(max_batch_size=2, max_queue_seconds=0.5, api_key="k"))
+    budget = app.state.budget
+    key = {"Authorization": "Bearer k"}
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://pabee.test") as http:
+                budget.admit(2)  # before any measurement the budget is one batch: now full
+                full = [await http.post("/predict", content=b"{not json", headers=key),
+                        await http.post("/predict", json={"inputs": "fine"}),  # no key: 401 comes first
+                        await http.get("/info", headers=key)]
+                budget.release(2)
+                free = await http.post("/predict", content=b"{not json", headers=key)
+                return full, free, (await http.get("/metrics", headers=key)).text
+
+    (refused, no_key, info), free, metrics = asyncio.run(go())
+    assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
+    assert refused.json()["error_type"] == "Overloaded" and "busy" in refused.json()["error"]
+    assert no_key.status_code == 401 and info.status_code == 200
+    assert free.status_code == 422  # with room again, the same body is read and found malformed
+    assert budget.rejected == 1 and budget.pending_rows == 0
+    assert re.search(r'^pabee_requests_total\{path="/predict",status="429"\} 1.0$', metrics, re.M)
+    assert re.search(r'^pabee_requests_total\{path="/predict",status="401"\} 1.0$', metrics, re.M)
+    assert re.search(r'^pabee_request_errors_total\{path="/predict",status="422"\} 1.0$', metrics, re.M)

@@ -16,7 +16,6 @@ down).
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -34,12 +33,11 @@ from ..length_groups import LengthGroupedRunner
 from ..predictor import Encoded, Prediction, Predictor
 from .admission import OverBudget, WorkBudget
 from .batcher import DynamicBatcher, QueueFull, ShuttingDown
+from .guard import RequestGuard, error_response, over_budget_response
 from .metrics import ServerMetrics
 from .settings import ServeSettings
 
 logger = logging.getLogger(__name__)
-ROUTES = ("/predict", "/health", "/info", "/metrics")
-OPEN_ROUTES = ("/health",)  # answered without the API key
 
 
 class PredictRequest(BaseModel):
@@ -59,10 +57,6 @@ class ApiError(Exception):
 
     def response(self, headers: dict[str, str] | None = None) -> JSONResponse:
         return error_response(self.status, self.message, self.error_type, headers)
-
-
-def error_response(status: int, message: str, error_type: str, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse({"error": message, "error_type": error_type}, status_code=status, headers=headers)
 
 
 def parse_inputs(value: Any) -> tuple[list[str | tuple[str, str]], bool]:
@@ -146,24 +140,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
                   description="Patience-based early exit classifier (text-embeddings-inference /predict shapes)")
     app.state.predictor, app.state.batcher, app.state.metrics, app.state.settings = predictor, batcher, metrics, settings
     app.state.budget, app.state.runner = budget, runner
-    expected_key = settings.api_key.encode() if settings.api_key else None
-
-    @app.middleware("http")
-    async def guard_and_count(request: Request, call_next):
-        path = request.url.path if request.url.path in ROUTES else "other"
-        if expected_key is not None and request.url.path not in OPEN_ROUTES and not _authorized(request, expected_key):
-            response: Response = error_response(401, "missing or wrong API key: send Authorization: Bearer <key>",
-                                                "Unauthorized", {"WWW-Authenticate": "Bearer"})
-        else:
-            try:
-                response = await call_next(request)
-            except Exception:  # a server bug: logged, answered, counted; the server keeps running
-                logger.exception("unexpected error on %s %s", request.method, request.url.path)
-                response = error_response(500, "internal server error (logged)", "Backend")
-        metrics.requests.labels(path, str(response.status_code)).inc()
-        if response.status_code >= 400:
-            metrics.errors.labels(path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(RequestGuard, metrics=metrics, budget=budget, api_key=settings.api_key)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: RequestValidationError):
@@ -201,7 +178,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
             # work, so a burst cannot all pass the check while the queue is still empty, and a refusal is immediate.
             budget.admit(len(inputs))
         except OverBudget as err:
-            return _over_budget(err)
+            return over_budget_response(err)
         try:
             rows = await run_in_threadpool(predictor.encode, inputs)
             if not req.truncate:
@@ -215,7 +192,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         try:
             results = await batcher.submit(rows, reserved=True)
         except OverBudget as err:
-            return _over_budget(err)
+            return over_budget_response(err)
         except QueueFull as err:
             raise ApiError(429, str(err), "Overloaded") from None
         except ShuttingDown as err:
@@ -255,12 +232,3 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None) -> F
         return Response(body, media_type=content_type)
 
     return app
-
-
-def _over_budget(err: OverBudget) -> JSONResponse:
-    return error_response(429, str(err), "Overloaded", {"Retry-After": str(err.retry_after)})
-
-
-def _authorized(request: Request, expected: bytes) -> bool:
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
