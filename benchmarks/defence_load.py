@@ -43,8 +43,8 @@ from benchmarks.serve_load_server import ServerError, ServerSpec, cpu_seconds, f
 from pabee.cli import _Parser, int_at_least, parse_int_list  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODEL = "/work/runs/minilm-rte"  # the model docs/robustness/attacked-rte.jsonl was attacked on
-DEFAULT_ATTACKED = REPO_ROOT / "docs" / "robustness" / "attacked-rte.jsonl"
+DEFAULT_MODEL = "/work/runs/minilm-rte"  # the model docs/robustness/attacked-rte-bert6.jsonl was attacked on
+DEFAULT_ATTACKED = REPO_ROOT / "docs" / "robustness" / "attacked-rte-bert6.jsonl"
 DEFENCES = ("off", "on")
 INPUT_KINDS = ("clean", "attacked")
 CONFIGS = [(d, k) for k in INPUT_KINDS for d in DEFENCES]  # the order of a round: alternating servers

@@ -203,23 +203,24 @@ def replay_rule(args, model, settings: list[dict]) -> str | None:
     return next((r for r in (saved, "patience:2") if r in early), early[0])
 
 
-def replay_paths(args, task: TaskSpec, markdown: Path) -> tuple[Path, Path]:
-    """(attacked file, clean file) of one task."""
+def replay_paths(args, task: TaskSpec, markdown: Path, model_name: str) -> tuple[Path, Path]:
+    """(attacked file, clean file) of one task; by default named after the task and the model (``model_name``, e.g.
+    ``bert6``), so attacking another model on the same task does not overwrite the first one's inputs."""
     if args.write_attacked:
         path = Path(args.write_attacked)
         if len(args.model) > 1:
             path = path.with_name(f"{path.stem}-{task.name}{path.suffix}")
     else:
-        path = markdown.parent / "robustness" / f"attacked-{task.name}.jsonl"
+        path = markdown.parent / "robustness" / f"attacked-{task.name}-{model_name}.jsonl"
     return path, path.with_name(f"{path.stem}.clean{path.suffix}")
 
 
 def write_replay(args, task, markdown: Path, settings: list[dict], rule: str | None,
-                 inputs: list) -> dict | None:
+                 inputs: list, model_name: str) -> dict | None:
     if rule is None:
         return None
     part = next(s["slowdown"] for s in settings if s["rule"] == rule)
-    attacked_path, clean_path = replay_paths(args, task, markdown)
+    attacked_path, clean_path = replay_paths(args, task, markdown, model_name)
     attacked_path.parent.mkdir(parents=True, exist_ok=True)
     as_json = [json.dumps(r["attacked_input"], ensure_ascii=False) for r in part["examples"]]
     atomic_write_text(attacked_path, "\n".join(as_json) + "\n")
@@ -272,7 +273,8 @@ def run_task(args, task: TaskSpec, folder: str, argv: list[str], markdown: Path)
         run_attacks(model, tokenizer, shared, settings, inputs, labels, keys, budget, args.seed, args, log,
                     "slowdown")
         timing = time_slowdown(model, tokenizer, settings, inputs, labels, args, log)
-        replay = write_replay(args, task, markdown, settings, replay_rule(args, model, settings), inputs)
+        replay = write_replay(args, task, markdown, settings, replay_rule(args, model, settings), inputs,
+                              f"{model.config.model_type}{L}")
     words = [len(_target(x).split()) for x in inputs]
     pair = not isinstance(inputs[0], str)
     return {

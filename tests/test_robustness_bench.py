@@ -97,7 +97,9 @@ def test_single_sentence_task_writes_text_inputs(tmp_path):
     assert bench.main(args) == 0
     (report,) = json.loads((out / "r.json").read_text())["runs"]
     assert report["data"]["perturbed_text"] == "sentence" and report["replay"]["rule"] == "patience:1"
-    lines = (out / "robustness" / "attacked-sst-2.jsonl").read_text().splitlines()
+    written = out / "robustness" / "attacked-sst-2-bert3.jsonl"  # named after the task and the model (bert, 3 layers)
+    assert report["replay"]["attacked_file"] == str(written)
+    lines = written.read_text().splitlines()
     assert len(lines) == 3 and all(isinstance(json.loads(line), str) for line in lines)
 
 
