@@ -285,6 +285,31 @@ def test_an_interrupted_sweep_keeps_what_it_measured(swept, tmp_path, monkeypatc
     assert len(saved) == 6 and "resume training" not in err
 
 
+def test_ctrl_c_right_after_a_result_is_written_counts_it(swept, tmp_path, monkeypatch, capsys):
+    """Ctrl-C between writing a result's records and noting them: the message still counts what the file holds."""
+    from pabee.records import RecordStore
+
+    out, data = fresh_copy(swept, tmp_path), swept[1]
+    real, calls = RecordStore.append, []
+
+    def write_then_interrupt(self, records):
+        path = real(self, records)
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second result is in the file, the sweep has not noted it yet
+        return path
+
+    monkeypatch.setattr(RecordStore, "append", write_then_interrupt)
+    code = main(eval_args(out, data, "--eval_all_checkpoints", "--patience", "1,2",
+                          "--per_device_eval_batch_size", "1,4"))
+    assert code == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    saved = json.loads((out / "eval_results.json").read_text())
+    assert len(saved) == 6
+    assert err == (f"pabee eval: evaluation interrupted; the 6 records measured before it (2 of 6 checkpoint x split x "
+                   f"batch size results) are kept in {out / 'eval_results.json'}")
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from transformers import set_seed
@@ -236,9 +237,9 @@ def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rule
     KeyboardInterrupt becomes :class:`EvaluationInterrupted` (what was kept)."""
 
     task = data.task
-    records: list[EvalRecord] = []
     total = len(checkpoints) * len(data.dev) * len(settings.eval_batch_sizes)
-    done = 0
+    written: list[list[EvalRecord]] = []  # the results whose records are in the file (one append each: atomic)
+    pending: list[EvalRecord] | None = None  # the result being written
     try:
         for name, path in checkpoints:
             model = load_eval_model(path, settings.backend, settings.threads)
@@ -256,9 +257,9 @@ def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rule
                     )
                     for record in found:
                         record.extra["backend"] = backend_info(model)
+                    pending = found
                     store.append(found)
-                    records += found
-                    done += 1
+                    written.append(found)
                     group = ResultGroup(task.name, name, split, batch_size, found)
                     result.records += found
                     result.groups.append(group)
@@ -267,7 +268,16 @@ def _evaluate_checkpoints(settings: RunSettings, data: TaskData, tokenizer, rule
                         on_result(group)
         result.plots += _plot_stored(settings, task, list(data.dev), store)
     except KeyboardInterrupt:
-        raise EvaluationInterrupted(len(records), store.path, done, total) from None
+        # Ctrl-C may land between writing a result and noting it: the file says whether it was written
+        if pending is not None and (not written or written[-1] is not pending) and _in_store(store, pending):
+            written.append(pending)
+        raise EvaluationInterrupted(sum(len(g) for g in written), store.path, len(written), total) from None
+
+
+def _in_store(store: RecordStore, found: list[EvalRecord]) -> bool:
+    """True when every record of ``found`` is stored in ``store`` exactly as measured."""
+    stored = store.read()
+    return all(json.loads(json.dumps(asdict(r))) in stored for r in found)
 
 
 def _plot_stored(settings: RunSettings, task: TaskSpec, splits: list[str], store: RecordStore) -> list[Path]:
