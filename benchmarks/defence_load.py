@@ -30,12 +30,11 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # the benchmarks p
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import math  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
 from benchmarks.defence_load_render import render_markdown  # noqa: E402
 from benchmarks.machine import machine_info, script_command  # noqa: E402
-from benchmarks.pages import record_and_render, replace_run, signals_interrupt  # noqa: E402
+from benchmarks.pages import output_paths, replace_run, server_benchmark_main  # noqa: E402
 from benchmarks.serve_load import DEFAULT_WORK_DIR, BenchError, load_requests, versions  # noqa: E402
 from benchmarks.serve_load_client import metric_samples, metrics_delta, run_load  # noqa: E402
 from benchmarks.serve_load_measure import SERVER_WARMUP, cycled  # noqa: E402
@@ -245,33 +244,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     }
 
 
-def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.quick and args.output is None:
-        args.output = str(Path(tempfile.gettempdir()) / "pabee-defence-load-quick" / "serving-defence.json")
-    out_json = Path(args.output) if args.output else REPO_ROOT / "docs" / "serving-defence.json"
-    out_md = Path(args.markdown) if args.markdown else (out_json.with_suffix(".md") if args.output
-                                                        else REPO_ROOT / "docs" / "serving-defence.md")
-    return out_json, out_md
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    with signals_interrupt():  # SIGTERM and SIGINT alike stop the servers first
-        return _main(args, argv)
-
-
-def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    out_json, out_md = output_paths(args)
-
-    def measure() -> dict:
-        check_settings(args)
-        return run(args, argv)
-
-    return record_and_render("defence_load.py", "serving-defence", out_json, out_md, render_markdown,
-                             None if args.render_only else measure,
-                             lambda reports, report: replace_run(reports, report, key=lambda r: r["model"]["path"]),
-                             errors=(BenchError, ServerError), log=log)
+    paths = output_paths(args, "serving-defence", REPO_ROOT)
+    return server_benchmark_main("defence_load.py", "serving-defence", paths, args, render_markdown,
+                                 lambda: check_settings(args), lambda: run(args, argv),
+                                 lambda reports, report: replace_run(reports, report, key=lambda r: r["model"]["path"]),
+                                 errors=(BenchError, ServerError), log=log)
 
 
 if __name__ == "__main__":

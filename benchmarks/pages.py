@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -108,3 +109,29 @@ def record_and_render(script: str, benchmark: str, out_json: Path, out_md: Path,
     write_page(out_md, render(reports))
     log(f"wrote {out_md}" + ("" if measure is None else f" and {out_json}"))
     return 0
+
+
+def output_paths(args, stem: str, repo_root: Path) -> tuple[Path, Path]:
+    """The JSON and Markdown a server benchmark writes: ``--output`` / ``--markdown``, by default
+    ``docs/<stem>.json|md`` (the Markdown beside ``--output`` when only that is given); a ``--quick`` run without
+    ``--output`` writes into a temporary folder, never into docs/."""
+    if args.quick and args.output is None:
+        args.output = str(Path(tempfile.gettempdir()) / f"pabee-{stem}-quick" / f"{stem}.json")
+    out_json = Path(args.output) if args.output else repo_root / "docs" / f"{stem}.json"
+    out_md = Path(args.markdown) if args.markdown else (out_json.with_suffix(".md") if args.output
+                                                        else repo_root / "docs" / f"{stem}.md")
+    return out_json, out_md
+
+
+def server_benchmark_main(script: str, benchmark: str, paths: tuple[Path, Path], args, render: Callable[[dict], str],
+                          check: Callable[[], None], run: Callable[[], dict], merge: Callable[[dict, dict], dict],
+                          errors: tuple[type[BaseException], ...], log: Callable[[str], None]) -> int:
+    """A server benchmark's ``main`` after parsing: with SIGTERM and SIGINT stopping its servers first, ``check``
+    the settings and ``run`` it (unless ``--render-only``), then :func:`record_and_render`."""
+    def measure() -> dict:
+        check()
+        return run()
+
+    with signals_interrupt():
+        return record_and_render(script, benchmark, *paths, render, None if args.render_only else measure, merge,
+                                 errors=errors, log=log)

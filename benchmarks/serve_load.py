@@ -34,10 +34,9 @@ import argparse  # noqa: E402
 import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
-import tempfile  # noqa: E402
 import time  # noqa: E402
 
-from benchmarks.pages import record_and_render, signals_interrupt  # noqa: E402
+from benchmarks.pages import output_paths, server_benchmark_main  # noqa: E402
 from benchmarks.serve_load_measure import measure_backend, requests_at  # noqa: E402
 from benchmarks.serve_load_render import render_markdown  # noqa: E402
 from benchmarks.serve_load_server import ServerError  # noqa: E402
@@ -262,32 +261,14 @@ def merge(reports: dict, report: dict) -> dict:
     return {"benchmark": "serving", "runs": [*kept, report]}
 
 
-def output_paths(args: argparse.Namespace) -> tuple[Path, Path]:
-    if args.quick and args.output is None:
-        folder = Path(tempfile.gettempdir()) / "pabee-serve-load-quick"
-        args.output = str(folder / "serving.json")
-    out_json = Path(args.output) if args.output else REPO_ROOT / "docs" / "serving.json"
-    out_md = Path(args.markdown) if args.markdown else (out_json.with_suffix(".md") if args.output
-                                                        else REPO_ROOT / "docs" / "serving.md")
-    return out_json, out_md
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
-    with signals_interrupt():  # SIGTERM and SIGINT alike stop the servers first
-        return _main(args, argv)
-
-
-def _main(args: argparse.Namespace, argv: list[str]) -> int:
-    out_json, out_md = output_paths(args)
-
-    def measure() -> dict:
-        check_settings(args)
-        return run(args, argv)
-
-    return record_and_render("serve_load.py", "serving", out_json, out_md, render_markdown,
-                             None if args.render_only else measure, merge, errors=(BenchError, ServerError), log=log)
+    paths = output_paths(args, "serving", REPO_ROOT)
+    return server_benchmark_main("serve_load.py", "serving", paths, args, render_markdown,
+                                 lambda: check_settings(args), lambda: run(args, argv),
+                                 merge,
+                                 errors=(BenchError, ServerError), log=log)
 
 
 if __name__ == "__main__":

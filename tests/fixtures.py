@@ -98,3 +98,16 @@ def write_glue_task(root: Path, task: str, n: int = 24, seed: int = 0) -> Path:
 
 
 GLUE_TASKS = ["CoLA", "SST-2", "MRPC", "STS-B", "QQP", "MNLI", "QNLI", "RTE", "WNLI"]
+
+
+def load_script(path: Path, name: str):
+    """Import a script outside the package (e.g. ``benchmarks/report.py``) as module ``name``; it is registered in
+    ``sys.modules`` first, where dataclasses look their module up."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module

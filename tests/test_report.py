@@ -1,16 +1,14 @@
 """benchmarks/report.py (and its stages, benchmarks/report_*.py) end to end on a tiny random BERT and GLUE-format fixtures (seconds), and its picks."""
 
 import argparse
-import importlib.util
 import json
 import math
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from fixtures import save_tiny_bert, write_glue_task
+from fixtures import load_script, save_tiny_bert, write_glue_task
 
 from benchmarks import report_aggregate, report_args, report_plan, report_render, report_replay, report_run
 from pabee.evaluate import INTERLEAVE_EXAMPLES
@@ -23,11 +21,7 @@ LAYERS = 4  # save_tiny_bert's default depth
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("pabee_report_script", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up in sys.modules
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPORT, "pabee_report_script")
 
 
 def sections(markdown: str) -> dict[str, str]:

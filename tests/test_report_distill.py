@@ -2,13 +2,11 @@
 the default plan and the run keys of plain and PABEE runs stay as they were, distill runs are planned, trained and
 compared with PABEE at the same seeds, and the page renders with and without them."""
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
-from fixtures import save_tiny_bert, write_glue_task
+from fixtures import load_script, save_tiny_bert, write_glue_task
 
 from benchmarks import report_args, report_compare, report_plan, report_render, report_run
 from pabee.exit_rules import ExitRule
@@ -22,11 +20,7 @@ OLD_KEY = {"model", "task", "seed", "method", "epochs", "learning_rate", "batch_
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("pabee_report_script_distill", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPORT, "pabee_report_script_distill")
 
 
 @pytest.fixture(scope="module")

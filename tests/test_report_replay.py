@@ -4,15 +4,13 @@ replayed exits equal the real early-exit inference (and a disagreement stops the
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from fixtures import write_glue_task
+from fixtures import load_script, write_glue_task
 from tiny_models import random_features, spread_model
 
 from benchmarks import report_args, report_evaluate, report_plan, report_replay, report_run, report_tuned
@@ -25,11 +23,7 @@ REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
 
 @pytest.fixture(scope="module")
 def report():
-    spec = importlib.util.spec_from_file_location("pabee_report_script_replay", REPORT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPORT, "pabee_report_script_replay")
 
 
 @pytest.mark.parametrize("num_labels", [2, 1])

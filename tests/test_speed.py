@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures import write_glue_task
+from fixtures import load_script, write_glue_task
 
 from pabee.data import DataError, read_glue_split
 from pabee.tasks import get_task
@@ -137,10 +137,7 @@ def test_speed_script_quick_end_to_end(tmp_path):
 
 
 def _load_speed_module():
-    spec = importlib.util.spec_from_file_location("pabee_speed_benchmark", SPEED)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SPEED, "pabee_speed_benchmark")
 
 
 def test_speed_script_on_a_saved_pabee_folder_in_process(tmp_path):
