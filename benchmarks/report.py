@@ -66,7 +66,8 @@ import time  # noqa: E402
 
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from benchmarks.report_aggregate import aggregate  # noqa: E402
+from benchmarks.report_aggregate import aggregate, hyper_parameters  # noqa: E402
+from benchmarks.report_archive import archived_runs  # noqa: E402
 from benchmarks.report_args import build_parser, make_config, out_dir_of, without_train_only  # noqa: E402
 from benchmarks.report_plan import SCRIPT, ReportError, command_line, display_path, plan_runs  # noqa: E402
 from benchmarks.report_render import format_seconds, plural, render_again, write_report  # noqa: E402
@@ -102,17 +103,18 @@ def report(argv: list[str], started: float) -> int:
         return 0
     config = make_config(args, argv)
     plan = plan_runs(config)
+    archive = archived_runs(plan, config, {m.name: hyper_parameters(config, m.name) for m in config.models})
     if config.train_only:
         with no_progress_bars():
-            trained = train_all(plan, config, log)
+            trained = train_all(plan, config, log, archive)
         after = "once every shard has finished, " if config.shard else ""
         log(f"trained {plural(trained, 'run')} in {format_seconds(time.perf_counter() - started)}; nothing "
             f"evaluated. To evaluate and render the report, {after}run the same command without --train-only"
             f"{' and --shard' if config.shard else ''}: {command_line(without_train_only(argv))}")
         return 0
     with no_progress_bars():
-        reused = run_all(plan, config, log)
-    md = write_report(aggregate(plan, reused, config, started), config.out_dir)
+        reused = run_all(plan, config, log, archive)
+    md = write_report(aggregate(plan, reused, config, started, archive), config.out_dir)
     log(f"wrote {display_path(md)}, {display_path(config.out_dir / 'results.json')} and the plots under "
         f"{display_path(config.out_dir / 'results')} in {format_seconds(time.perf_counter() - started)}")
     return 0

@@ -7,7 +7,7 @@ import dataclasses
 import datetime
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pabee.exit_rules import DEFAULT_REGRESSION_THRESHOLD
@@ -17,7 +17,8 @@ from pabee.tasks import TaskSpec, get_task
 from pabee.timing import mean_std
 from pabee.train import CLASSIFIER_LR_RATIO
 
-from .machine import machine_info
+from .machine import cpu_model, machine_info
+from .report_archive import current_settings
 from .report_compare import compare_distill
 from .report_evaluate import check_totals, read_evaluation
 from .report_plan import (
@@ -67,13 +68,17 @@ def interleaving_of(records: Sequence[dict]) -> str:
     return "batches"
 
 
-def load_run(spec: RunSpec, reused: bool) -> dict:
+def load_run(spec: RunSpec, reused: bool, config: ReportConfig) -> dict:
     """A run's metadata, training time and conditions, its evaluation (report_eval.json: the replay records of
-    every setting, the tuned settings, the timed settings and their equivalence checks), as stored in
-    results.json."""
+    every setting, the tuned settings, the timed settings and their equivalence checks), the settings it was made
+    with and the CPU it was timed on, as stored in results.json (and kept from there by report_archive once the
+    folder is gone)."""
     meta = read_json(spec.output_dir / RUN_META)
     evaluation = read_evaluation(spec.output_dir)
     return {
+        **current_settings(spec, config), "archived": False,
+        # evaluations written before they recorded their CPU were timed here: run folders do not move between machines
+        "timed_on": evaluation.get("cpu_model") or cpu_model(),
         "model": spec.model.name, "task": spec.task.folder, "seed": spec.seed, "method": spec.method,
         "output_dir": display_path(spec.output_dir), "reused": reused, "elapsed_s": meta["elapsed_s"],
         "train_s": meta["train_s"], "eval_s": meta.get("eval_s", 0.0),
@@ -339,10 +344,14 @@ def count_by(values: Sequence) -> list[dict]:
     return [{"value": value, "runs": n} for value, n in counts.items()]
 
 
-def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportConfig, started: float) -> dict:
+def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportConfig, started: float,
+              archive: Mapping[Path, dict] | None = None) -> dict:
     """results.json: settings, machine, every run with its raw records, and the per-task summaries (each with the
-    command that regenerates its table alone)."""
-    runs = [load_run(spec, reused[spec.output_dir]) for spec in plan if spec.output_dir in reused]
+    command that regenerates its table alone). ``archive``: the runs kept from the previous results.json
+    (:func:`benchmarks.report_archive.archived_runs`), used as they are."""
+    archive = archive or {}
+    runs = [archive[spec.output_dir] if spec.output_dir in archive else load_run(spec, reused[spec.output_dir], config)
+            for spec in plan if spec.output_dir in reused]
     missing = [spec for spec in plan if spec.output_dir not in reused]
     summaries = []
     for model in config.models:
@@ -390,6 +399,8 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "evaluation": {"scheme": "replay", "timing_examples": dict(config.timing_examples),
                        "max_drop": config.max_drop, "checks": check_totals(runs)},
         "num_reused": sum(r["reused"] for r in runs),
+        "num_archived": sum(bool(r.get("archived")) for r in runs),
+        "timed_on": count_by([r.get("timed_on") or "unknown" for r in runs]),
         "methods": list(config.methods),
         "distillation": ({"alpha": config.distillation[0], "temperature": config.distillation[1]}
                          if DISTILL in config.methods else None),

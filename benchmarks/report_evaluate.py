@@ -38,6 +38,7 @@ from pabee.files import atomic_path, atomic_write_text
 from pabee.timing import interleaved_blocks, timer_for
 from pabee.tuning import FULL_DEPTH, TUNE_KINDS, Candidate, all_layer_logits
 
+from .machine import cpu_model
 from .report_plan import BATCH_SIZES, PLAIN, ReportConfig, ReportError, RunSpec
 from .report_replay import (
     compare_with_replay,
@@ -272,7 +273,7 @@ def evaluate_run(spec: RunSpec, config: ReportConfig, log: Callable[[str], None]
     result = {"key": key, "split": split, "num_examples": len(features), "num_layers": model.num_layers,
               "records": records, "tuning": tuning, "timed_settings": names, "timing_examples": n,
               "timing_rounds": config.timing_rounds, "torch_threads": torch.get_num_threads(), "timing": {},
-              "complete": False}
+              "cpu_model": cpu_model(), "complete": False}
     if previous.get("timed_settings") == names and previous.get("timing_examples") == n and \
             previous.get("num_examples") == len(features):
         result["timing"] = {bs: entry for bs, entry in (previous.get("timing") or {}).items()

@@ -16,7 +16,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -30,6 +30,7 @@ from .report_evaluate import evaluate_run, evaluation_done, read_json, write_jso
 from .report_plan import BATCH_SIZES, DISTILL, PLAIN, ReportConfig, ReportError, RunSpec, shard_of
 from .report_render import format_seconds
 
+ARCHIVED = "archived"  # a run's status when results.json keeps it and its folder is gone (report_archive)
 RUN_META = "report_run.json"  # written by this report into every run folder: settings, seconds, conditions
 
 
@@ -176,17 +177,22 @@ def describe_taken(taken: dict[str, float]) -> str:
     return f"{total} ({', '.join(parts)})" if len(parts) > 1 else total
 
 
-def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> dict[Path, bool]:
+def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None],
+            archive: Mapping[Path, dict] | None = None) -> dict[Path, bool]:
     """Reuse, re-evaluate or train every planned run, with one progress line per run. -> {folder: reused} of the
-    runs present afterwards. With ``config.evaluate_only`` runs not trained yet are skipped (the report shows them
-    as missing), nothing is trained."""
-    statuses = [run_status(spec, config) for spec in plan]  # every folder checked before anything runs
+    runs present afterwards (archived runs included). With ``config.evaluate_only`` runs not trained yet are
+    skipped (the report shows them as missing), nothing is trained. ``archive``: {folder: entry} of the runs kept
+    from the previous results.json (:mod:`benchmarks.report_archive`), neither trained nor evaluated."""
+    archive = archive or {}
+    statuses = [ARCHIVED if spec.output_dir in archive else run_status(spec, config) for spec in plan]
     missing = sum(s == "new" for s in statuses) if config.evaluate_only else 0
-    todo = sum(s != "done" for s in statuses) - missing
+    todo = sum(s not in ("done", ARCHIVED) for s in statuses) - missing
     trained = sum(s == "trained" for s in statuses)
     skipped = f", {missing} not trained yet (skipped: --evaluate-only)" if config.evaluate_only else ""
-    log(f"plan: {len(plan)} runs, {len(plan) - todo - missing} reused, {todo} to run ({trained} of them trained "
-        f"already, only evaluated){skipped} (work dir {config.work_dir})")
+    kept = sum(s == ARCHIVED for s in statuses)
+    archived = f" ({kept} of them from {config.out_dir / 'results.json'}, their folders gone)" if kept else ""
+    log(f"plan: {len(plan)} runs, {len(plan) - todo - missing} reused{archived}, {todo} to run ({trained} of them "
+        f"trained already, only evaluated){skipped} (work dir {config.work_dir})")
     start = time.perf_counter()
     reused = {}
     for i, (spec, status) in enumerate(zip(plan, statuses), start=1):
@@ -194,7 +200,10 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
         if status == "new" and config.evaluate_only:
             log(f"{prefix} missing {spec.label}: not trained yet ({spec.output_dir})")
             continue
-        reused[spec.output_dir] = status == "done"
+        reused[spec.output_dir] = status in ("done", ARCHIVED)
+        if status == ARCHIVED:
+            log(f"{prefix} reused {spec.label} from results.json (its folder {spec.output_dir} is gone)")
+            continue
         if status == "done":
             log(f"{prefix} reused {spec.label} ({spec.output_dir})")
             continue
@@ -206,10 +215,14 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
     return reused
 
 
-def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None]) -> int:
-    """--train-only: train every run (of this shard) that is not trained yet, evaluate nothing. -> runs trained."""
+def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], None],
+              archive: Mapping[Path, dict] | None = None) -> int:
+    """--train-only: train every run (of this shard) that is not trained yet and not archived, evaluate nothing.
+    -> runs trained."""
+    archive = archive or {}
     mine = shard_of(plan, config.shard)
-    statuses = [run_status(spec, config) for _, spec in mine]  # this shard's folders checked before anything runs
+    # this shard's folders checked before anything runs
+    statuses = [ARCHIVED if spec.output_dir in archive else run_status(spec, config) for _, spec in mine]
     todo = sum(s == "new" for s in statuses)
     part = f"shard {config.shard_label}: {len(mine)} of them, " if config.shard else ""
     log(f"plan: {len(plan)} runs, {part}{len(mine) - todo} trained already, {todo} to train "
@@ -218,7 +231,7 @@ def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str]
     for (i, spec), status in zip(mine, statuses):
         prefix = f"({i + 1}/{len(plan)})"
         if status != "new":
-            what = "evaluated" if status == "done" else "trained, not evaluated"
+            what = {"done": "evaluated", ARCHIVED: "in results.json (archived)"}.get(status, "trained, not evaluated")
             log(f"{prefix} skipped {spec.label}: already {what} ({spec.output_dir})")
             continue
         log(f"{prefix} start {spec.label}: train only -> {spec.output_dir}")

@@ -1,0 +1,112 @@
+"""Runs kept from the report's previous results.json once their folders are gone (benchmarks/report_archive.py):
+reused as they were, never trained again, and only when they were made with the same settings."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from fixtures import load_script, write_glue_task
+
+REPORT = Path(__file__).resolve().parents[1] / "benchmarks" / "report.py"
+
+
+@pytest.fixture(scope="module")
+def report():
+    return load_script(REPORT, "pabee_report_script_archive")
+
+
+@pytest.fixture(scope="module")
+def finished(report, tiny_bert, tmp_path_factory):
+    """A quick report on RTE (plain and PABEE, seed 42), trained and evaluated once for the module."""
+    root = tmp_path_factory.mktemp("archive")
+    write_glue_task(root / "glue", "RTE", n=16)
+    assert report.main(argv_for(tiny_bert, root)) == 0
+    return root
+
+
+def argv_for(tiny, root: Path, *extra: str) -> list[str]:
+    return ["--quick", "--model-path", f"minilm={tiny}", "--glue-dir", str(root / "glue"), "--tasks", "RTE",
+            "--max-train-samples", "12", "--max-eval-samples", "12", "--timing-examples", "8",
+            "--work-dir", str(root / "work"), "--out-dir", str(root / "out"), *extra]
+
+
+def copy_of(finished: Path, tmp_path: Path) -> Path:
+    """A copy of the finished report (work dir and out dir) this test may change."""
+    shutil.copytree(finished, tmp_path / "r")
+    return tmp_path / "r"
+
+
+def results_of(root: Path) -> dict:
+    return json.loads((root / "out" / "results.json").read_text())
+
+
+def pabee_entry(results: dict) -> dict:
+    return next(r for r in results["runs"] if r["method"] == "pabee")
+
+
+def test_a_run_whose_folder_is_gone_is_reused_from_results_json(report, tiny_bert, finished, tmp_path, capsys):
+    root = copy_of(finished, tmp_path)
+    before = results_of(root)
+    entry = pabee_entry(before)
+    assert entry["archived"] is False and entry["timed_on"] and entry["settings"]["method"] == "pabee"
+    shutil.rmtree(root / "work" / "minilm" / "rte" / "pabee-seed42")
+    capsys.readouterr()
+    assert report.main([*argv_for(tiny_bert, root), "--train-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "in results.json (archived)" in printed and "start" not in printed  # nothing trained again
+    assert not (root / "work" / "minilm" / "rte" / "pabee-seed42").exists()
+    assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
+    printed = capsys.readouterr().out
+    assert "reused minilm RTE seed 42 pabee from results.json" in printed
+    after = results_of(root)
+    kept = pabee_entry(after)
+    assert kept["archived"] is True and after["num_archived"] == 1 and after["missing_runs"] == []
+    for key in ("records", "tuning", "timing", "timed_settings", "train_s", "settings", "evaluation_key"):
+        assert kept[key] == entry[key], key
+    def tables(results: dict) -> list[dict]:
+        return [{k: v for k, v in s.items() if k != "command"} for s in results["summaries"]]  # paths differ
+
+    assert tables(after) == tables(before)  # the same means, picks and verdicts
+    page = (root / "out" / "results.md").read_text()
+    assert "1 of them are kept from the previous `results.json`" in page
+    # rendered again from that file, it is still there, and a third invocation keeps it too
+    assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
+    assert pabee_entry(results_of(root))["records"] == entry["records"]
+
+
+def test_an_archived_run_made_with_other_settings_is_missing_not_reused(report, tiny_bert, finished, tmp_path,
+                                                                          capsys):
+    root = copy_of(finished, tmp_path)
+    shutil.rmtree(root / "work")  # both runs' folders are gone
+    # another tuning budget changes the evaluation key; another learning rate the training key
+    for extra in (["--max-drop", "1.5"], ["--learning-rate", "1e-3"]):
+        shutil.copy(finished / "out" / "results.json", root / "out" / "results.json")
+        assert report.main([*argv_for(tiny_bert, root, *extra), "--evaluate-only"]) == 0
+        results = results_of(root)
+        assert [(m["method"], m["seed"]) for m in results["missing_runs"]] == [("plain", 42), ("pabee", 42)], extra
+        assert results["num_archived"] == 0
+    capsys.readouterr()
+
+
+def test_entries_written_before_runs_carried_settings_match_by_the_files_settings(report, tiny_bert, finished,
+                                                                                    tmp_path):
+    root = copy_of(finished, tmp_path)
+    shutil.rmtree(root / "work" / "minilm" / "rte" / "pabee-seed42")
+    path = root / "out" / "results.json"
+    legacy = results_of(root)
+    for run in legacy["runs"]:
+        for key in ("settings", "evaluation_key", "archived", "timed_on"):
+            run.pop(key)
+    path.write_text(json.dumps(legacy))
+    assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
+    kept = pabee_entry(results_of(root))
+    assert kept["archived"] is True and kept["timed_on"] == legacy["machine"]["cpu_model"]
+    assert kept["records"] == pabee_entry(legacy)["records"]
+    # the same old file, but its hyper-parameters differ from this invocation's: not archived
+    legacy["hyper_parameters"]["minilm"]["learning_rate"] *= 2
+    path.write_text(json.dumps(legacy))
+    assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
+    assert results_of(root)["num_archived"] == 0
