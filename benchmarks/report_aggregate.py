@@ -229,24 +229,34 @@ def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dic
     return table
 
 
-def training_condition(run: dict) -> tuple[int, int | None]:
-    """(torch threads, number of shards or None) the run was trained with."""
+def training_condition(run: dict) -> tuple[int, int | None, str | None]:
+    """(torch threads, number of shards or None, CPU) the run was trained with. A run is trained and evaluated in
+    the same folder, which does not move between machines: its CPU is the one its timings were taken on."""
     shard = run["train_shard"]
-    return run["train_threads"], int(shard.split("/")[1]) if shard else None
+    return run["train_threads"], int(shard.split("/")[1]) if shard else None, run.get("timed_on")
 
 
 def training_ratio(runs: Sequence[dict]) -> dict:
     """Seconds per training epoch of each method (mean over seeds) and PABEE / plain; ``mixed_conditions`` when
-    the runs were trained with different torch threads or sharding (the ratio is then less comparable). Distill's
-    seconds per epoch only when the task has distill runs."""
+    the runs were trained with different torch threads, sharding or CPUs (the ratio is then the mean over the seeds
+    whose plain and PABEE runs share their conditions). Distill's seconds per epoch only when the task has distill
+    runs."""
     per_method = {}
     for method in ALL_METHODS:
         values = [r["train_s_per_epoch"] for r in runs if r["method"] == method and r["train_s_per_epoch"]]
         per_method[method] = mean_std(values)[0] if values else None
     plain, pabee = per_method[PLAIN], per_method[PABEE]
     conditions = {training_condition(r) for r in runs if r["train_s_per_epoch"]}
-    out = {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee,
-           "ratio": pabee / plain if plain and pabee else None, "mixed_conditions": len(conditions) > 1}
+    mixed = len(conditions) > 1
+    ratio = pabee / plain if plain and pabee else None
+    if mixed:  # mean of per-seed ratios of plain and PABEE runs trained under the same conditions (None if none)
+        timed = {(r["seed"], r["method"]): r for r in runs if r["train_s_per_epoch"]}
+        pairs = [timed[seed, PABEE]["train_s_per_epoch"] / timed[seed, PLAIN]["train_s_per_epoch"]
+                 for seed in sorted({seed for seed, _ in timed})
+                 if (seed, PLAIN) in timed and (seed, PABEE) in timed
+                 and training_condition(timed[seed, PLAIN]) == training_condition(timed[seed, PABEE])]
+        ratio = mean_std(pairs)[0] if pairs else None
+    out = {"plain_s_per_epoch": plain, "pabee_s_per_epoch": pabee, "ratio": ratio, "mixed_conditions": mixed}
     if any(r["method"] == DISTILL for r in runs):
         out["distill_s_per_epoch"] = per_method[DISTILL]
     return out
@@ -381,8 +391,8 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
         "timing_rounds_used": count_by([r["timing_rounds"] for r in runs]),
         "eval_threads_used": count_by([r["eval_threads"] for r in runs]),
         "timing_interleaving_used": count_by([r["timing_interleaving"] for r in runs]),
-        "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "runs": c["runs"]}
-                                for c in conditions],
+        "training_conditions": [{"torch_threads": c["value"][0], "shards": c["value"][1], "cpu_model": c["value"][2],
+                                 "runs": c["runs"]} for c in conditions],
         "max_train_samples": {m.name: config.hyper[m.name].max_train_samples for m in config.models},
         "max_eval_samples": {m.name: config.hyper[m.name].max_eval_samples for m in config.models},
         "training_examples": training_examples(config),

@@ -110,3 +110,22 @@ def test_entries_written_before_runs_carried_settings_match_by_the_files_setting
     path.write_text(json.dumps(legacy))
     assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
     assert results_of(root)["num_archived"] == 0
+
+
+def test_training_time_ratio_pairs_seeds_trained_on_the_same_cpu():
+    from benchmarks.report_aggregate import training_ratio
+
+    def run(seed, method, seconds, cpu):
+        return {"seed": seed, "method": method, "train_s_per_epoch": seconds, "train_threads": 1,
+                "train_shard": "1/2", "timed_on": cpu}
+
+    # seed 42 on a slow CPU, seed 43 on a fast one: PABEE costs 10 % more on both
+    runs = [run(42, "plain", 100.0, "slow"), run(42, "pabee", 110.0, "slow"),
+            run(43, "plain", 20.0, "fast"), run(43, "pabee", 22.0, "fast")]
+    out = training_ratio(runs)
+    assert out["mixed_conditions"] and out["ratio"] == pytest.approx(1.1)
+    # the plain run of 43 moved to the slow CPU: only seed 42 pairs
+    runs[2] = run(43, "plain", 100.0, "slow")
+    assert training_ratio(runs)["ratio"] == pytest.approx(1.1)
+    same = training_ratio([run(42, "plain", 100.0, "x"), run(42, "pabee", 120.0, "x")])
+    assert not same["mixed_conditions"] and same["ratio"] == pytest.approx(1.2)
