@@ -6,7 +6,8 @@ run's evaluation (replay records of every exit rule, tuning, timings and the rep
 run whose folder is missing (or empty) is "archived" when the previous ``results.json`` of the same ``--out-dir`` has it, made
 with the same training and evaluation settings: it is neither trained again nor shown as missing, and the page
 says how many runs came from there and on which CPU they were timed. Remove its entry (or the folder's absence)
-to train it again: a run trained again in its folder always wins over its archived entry.
+to train it again: a run trained again in its folder always wins over its archived entry. ``--keep-from FILE``
+names further results.json files (another report's out dir) read after the out dir's own.
 
 Entries written before runs recorded their own settings are matched by the file's settings instead (the model's
 hyper-parameters, dev subset, tuning budget, timed examples and rule set), which then held for every run in it.
@@ -58,32 +59,33 @@ def legacy_matches(previous: dict, spec: RunSpec, config: ReportConfig, hyper: d
 
 
 def archived_runs(plan: Sequence[RunSpec], config: ReportConfig, hyper: dict[str, dict]) -> dict[Path, dict]:
-    """{folder: results.json entry} of the planned runs the previous results.json in ``config.out_dir`` holds
-    with the same settings (see the module docstring). ``hyper``: {model: hyper_parameters as stored}. Entries are
+    """{folder: results.json entry} of the planned runs the previous results.json in ``config.out_dir`` (then
+    each ``--keep-from`` file) holds with the same settings (see the module docstring). ``hyper``: {model: hyper_parameters as stored}. Entries are
     returned with ``settings``, ``evaluation_key``, ``archived`` True and ``timed_on`` (the CPU their timings were
     taken on; for older entries the file's machine) filled in."""
-    previous = read_json(config.out_dir / RESULTS_JSON)
-    if not isinstance(previous, dict) or not isinstance(previous.get("runs"), list):
-        return {}
-    machine = (previous.get("machine") or {}).get("cpu_model")
-    entries = {}
-    for entry in previous["runs"]:
-        try:
-            entries[run_identity(entry)] = entry
-        except (KeyError, TypeError, ValueError):
-            continue  # not a run entry this report wrote
-    found = {}
-    for spec in plan:
-        entry = entries.get(spec_identity(spec))
-        folder = spec.output_dir
-        if entry is None or (folder.is_dir() and any(folder.iterdir())):
-            continue  # not archived, or its folder is here: the folder decides
-        want = current_settings(spec, config)
-        if "settings" in entry:
-            ok = entry.get("settings") == want["settings"] and entry.get("evaluation_key") == want["evaluation_key"]
-        else:
-            ok = legacy_matches(previous, spec, config, hyper[spec.model.name])
-        if ok:
-            found[spec.output_dir] = {**entry, **want, "archived": True, "reused": True,
-                                      "timed_on": entry.get("timed_on") or machine}
+    found: dict[Path, dict] = {}
+    for source in (config.out_dir / RESULTS_JSON, *config.keep_from):  # the first file that has a run wins
+        previous = read_json(source)
+        if not isinstance(previous, dict) or not isinstance(previous.get("runs"), list):
+            continue
+        machine = (previous.get("machine") or {}).get("cpu_model")
+        entries = {}
+        for entry in previous["runs"]:
+            try:
+                entries[run_identity(entry)] = entry
+            except (KeyError, TypeError, ValueError):
+                continue  # not a run entry this report wrote
+        for spec in plan:
+            entry = entries.get(spec_identity(spec))
+            folder = spec.output_dir
+            if entry is None or folder in found or (folder.is_dir() and any(folder.iterdir())):
+                continue  # not archived here, found already, or its folder is here: the folder decides
+            want = current_settings(spec, config)
+            if "settings" in entry:
+                ok = entry["settings"] == want["settings"] and entry.get("evaluation_key") == want["evaluation_key"]
+            else:
+                ok = legacy_matches(previous, spec, config, hyper[spec.model.name])
+            if ok:
+                found[folder] = {**entry, **want, "archived": True, "reused": True,
+                                 "timed_on": entry.get("timed_on") or machine}
     return found

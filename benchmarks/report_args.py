@@ -4,6 +4,7 @@ values, checked model folders), and the command line without ``--train-only``.""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -227,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--render-only", action="store_true",
                    help="train and evaluate nothing: render results.md and the plots again from the results.json in "
                         "--out-dir (e.g. after changing the page's template)")
+    p.add_argument("--keep-from", action="append", default=[], metavar="RESULTS_JSON",
+                   help="another report's results.json: planned runs whose folders are gone are kept from it when "
+                        "made with the same settings, like those of --out-dir's own results.json, which is read "
+                        "first (repeatable)")
     p.add_argument("--work-dir", default=None, help="run folders (default runs/report; --quick: runs/report-quick)")
     p.add_argument("--out-dir", default=None,
                    help="where results.json, results.md and results/ go (default docs; --quick: runs/report-quick)")
@@ -359,8 +364,23 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         timing_examples=timing_examples,
         max_drop=DEFAULT_MAX_DROP if args.max_drop is None else args.max_drop,
         evaluate_only=args.evaluate_only,
+        keep_from=tuple(readable_results(path) for path in args.keep_from),
         **methods,
     )
+
+
+def readable_results(text: str) -> Path:
+    """A --keep-from file: a results.json this report wrote (ReportError naming the problem otherwise)."""
+    path = Path(text)
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"--keep-from {text}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"--keep-from {text}: not a readable JSON file ({type(err).__name__})") from None
+    if not isinstance(found, dict) or not isinstance(found.get("runs"), list):
+        raise ReportError(f"--keep-from {text}: not a results.json of this report (no \"runs\" list)")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------- commands

@@ -147,6 +147,7 @@ class ReportConfig:
     timing_examples: dict[str, int | None] = field(default_factory=lambda: dict(DEFAULT_TIMING_EXAMPLES))
     max_drop: float = DEFAULT_MAX_DROP  # tuning budget: points of the main metric below the run's full depth
     evaluate_only: bool = False  # train nothing: evaluate the trained runs, show the others as missing
+    keep_from: tuple[Path, ...] = ()  # other results.json files to keep runs from once their folders are gone
 
     def seeds_for(self, model: str, task: TaskSpec) -> list[int]:
         seeds = self.seeds[task.name]
@@ -262,6 +263,8 @@ def subset_command(config: ReportConfig, model: str, task: TaskSpec) -> str:
         args += ["--timing-examples", "all" if timing_examples is None else str(timing_examples)]
     if config.max_drop != DEFAULT_MAX_DROP:
         args += ["--max-drop", f"{config.max_drop:g}"]
+    for kept in (config.out_dir / "results.json", *config.keep_from):  # runs whose folders are gone stay reused
+        args += ["--keep-from", str(display_path(kept))]
     if model in config.model_paths:
         args += ["--model-path", f"{model}={config.model_paths[model]}"]
     if config.quick:

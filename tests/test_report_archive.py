@@ -71,7 +71,7 @@ def test_a_run_whose_folder_is_gone_is_reused_from_results_json(report, tiny_ber
 
     assert tables(after) == tables(before)  # the same means, picks and verdicts
     page = (root / "out" / "results.md").read_text()
-    assert "1 of them are kept from the previous `results.json`" in page
+    assert "1 of them are kept from an earlier `results.json`" in page
     # rendered again from that file, it is still there, and a third invocation keeps it too
     assert report.main([*argv_for(tiny_bert, root), "--evaluate-only"]) == 0
     assert pabee_entry(results_of(root))["records"] == entry["records"]
@@ -129,3 +129,19 @@ def test_training_time_ratio_pairs_seeds_trained_on_the_same_cpu():
     assert training_ratio(runs)["ratio"] == pytest.approx(1.1)
     same = training_ratio([run(42, "plain", 100.0, "x"), run(42, "pabee", 120.0, "x")])
     assert not same["mixed_conditions"] and same["ratio"] == pytest.approx(1.2)
+
+
+def test_keep_from_reads_another_reports_results(report, tiny_bert, finished, tmp_path, capsys):
+    root = copy_of(finished, tmp_path)
+    shutil.rmtree(root / "work")
+    other = tmp_path / "other-results.json"
+    shutil.move(root / "out" / "results.json", other)  # this out dir has none: only --keep-from has the runs
+    assert report.main([*argv_for(tiny_bert, root, "--keep-from", str(other)), "--evaluate-only"]) == 0
+    results = results_of(root)
+    assert results["num_archived"] == 2 and results["missing_runs"] == []
+    assert f"--keep-from {other}" in results["summaries"][0]["command"]  # the table's own command keeps them too
+    for bad, message in ((tmp_path / "nope.json", "no such file"), (root / "glue" / "RTE" / "dev.tsv", "not a")):
+        capsys.readouterr()
+        assert report.main([*argv_for(tiny_bert, root, "--keep-from", str(bad)), "--evaluate-only"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert "--keep-from" in line and message in line
