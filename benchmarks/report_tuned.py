@@ -1,7 +1,7 @@
 """The results report's tuned settings over seeds: each early-exit method's setting tuned on dev (optimistic) and
 the honest estimate (held-out split or cross-fitting), against plain fine-tuning of the same seeds; the target
 checks of the issue; and the regression trade-off (the main metric against the layer speed-up over the regression
-thresholds). Input: the runs as :func:`benchmarks.report_aggregate.load_run` gives them (their ``tuning`` is
+thresholds). Input: the runs as :func:`benchmarks.report_runs.load_run` gives them (their ``tuning`` is
 :func:`benchmarks.report_replay.tuning_summary`'s)."""
 
 from __future__ import annotations

@@ -10,7 +10,15 @@ import pytest
 import torch
 from fixtures import load_script, save_tiny_bert, write_glue_task
 
-from benchmarks import report_aggregate, report_args, report_plan, report_render, report_replay, report_run
+from benchmarks import (
+    report_aggregate,
+    report_args,
+    report_plan,
+    report_render,
+    report_replay,
+    report_run,
+    report_runs,
+)
 from pabee.evaluate import INTERLEAVE_EXAMPLES
 from pabee.exit_rules import ExitRule
 from pabee.tasks import get_task
@@ -379,9 +387,9 @@ def test_max_seeds_limits_one_models_runs(report, tmp_path):
 def test_timing_text_says_how_the_rules_were_interleaved(report):
     blocks = [{"extra": {"eval_seconds_rounds": [1.0], "timing_block_batches": 16}}]
     batches = [{"extra": {"eval_seconds_rounds": [1.0]}}]
-    assert report_aggregate.interleaving_of(blocks) == "blocks"
-    assert report_aggregate.interleaving_of(batches + blocks) == "batches"
-    assert report_aggregate.interleaving_of([]) == "batches"
+    assert report_runs.interleaving_of(blocks) == "blocks"
+    assert report_runs.interleaving_of(batches + blocks) == "batches"
+    assert report_runs.interleaving_of([]) == "batches"
     base = {"timing_rounds": 1, "timing_rounds_used": [{"value": 1, "runs": 3}],
             "eval_threads_used": [{"value": 2, "runs": 3}]}
     new = report_render.render_timing({**base, "timing_interleaving_used": [{"value": "blocks", "runs": 3}]})

@@ -113,7 +113,7 @@ def test_entries_written_before_runs_carried_settings_match_by_the_files_setting
 
 
 def test_training_time_ratio_pairs_seeds_trained_on_the_same_cpu():
-    from benchmarks.report_aggregate import training_ratio
+    from benchmarks.report_runs import training_ratio
 
     def run(seed, method, seconds, cpu):
         return {"seed": seed, "method": method, "train_s_per_epoch": seconds, "train_threads": 1,
