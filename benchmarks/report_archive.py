@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .report_evaluate import eval_key, read_json
-from .report_plan import DISTILL, ReportConfig, RunSpec
+from .report_plan import DISTILL, ReportConfig, ReportError, RunSpec
 
 RESULTS_JSON = "results.json"
 
@@ -89,3 +89,17 @@ def archived_runs(plan: Sequence[RunSpec], config: ReportConfig, hyper: dict[str
                 found[folder] = {**entry, **want, "archived": True, "reused": True,
                                  "timed_on": entry.get("timed_on") or machine}
     return found
+
+
+def readable_results(text: str) -> Path:
+    """A --keep-from file: a results.json this report wrote (ReportError naming the problem otherwise)."""
+    path = Path(text)
+    try:
+        found = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportError(f"--keep-from {text}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportError(f"--keep-from {text}: not a readable JSON file ({type(err).__name__})") from None
+    if not isinstance(found, dict) or not isinstance(found.get("runs"), list):
+        raise ReportError(f"--keep-from {text}: not a results.json of this report (no \"runs\" list)")
+    return path

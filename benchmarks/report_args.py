@@ -4,7 +4,6 @@ values, checked model folders), and the command line without ``--train-only``.""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,6 +16,7 @@ from pabee.tasks import TaskSpec, get_task
 from pabee.tuning import DEFAULT_MAX_DROP
 
 from .arg_types import non_negative_float, positive_float
+from .report_archive import readable_results
 from .report_methods import add_method_arguments, resolve_methods
 from .report_plan import (
     DEFAULT_TASKS,
@@ -367,20 +367,6 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
         keep_from=tuple(readable_results(path) for path in args.keep_from),
         **methods,
     )
-
-
-def readable_results(text: str) -> Path:
-    """A --keep-from file: a results.json this report wrote (ReportError naming the problem otherwise)."""
-    path = Path(text)
-    try:
-        found = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ReportError(f"--keep-from {text}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ReportError(f"--keep-from {text}: not a readable JSON file ({type(err).__name__})") from None
-    if not isinstance(found, dict) or not isinstance(found.get("runs"), list):
-        raise ReportError(f"--keep-from {text}: not a results.json of this report (no \"runs\" list)")
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------- commands
