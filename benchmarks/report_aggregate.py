@@ -19,7 +19,7 @@ from pabee.train import CLASSIFIER_LR_RATIO
 
 from .machine import machine_info
 from .report_compare import compare_distill
-from .report_evaluate import check_totals
+from .report_evaluate import check_totals, kept_logits_path
 from .report_plan import (
     BATCH_SIZES,
     DISTILL,
@@ -326,6 +326,8 @@ def aggregate(plan: Sequence[RunSpec], reused: dict[Path, bool], config: ReportC
                        "max_drop": config.max_drop, "checks": check_totals(runs)},
         "num_reused": sum(r["reused"] for r in runs),
         "num_archived": sum(bool(r.get("archived")) for r in runs),
+        "logits_kept": sum(kept_logits_path(config.out_dir, spec).is_file() for spec in plan
+                           if spec.output_dir in reused),
         "timed_on": count_by([r.get("timed_on") or "unknown" for r in runs]),
         "methods": list(config.methods),
         "distillation": ({"alpha": config.distillation[0], "temperature": config.distillation[1]}

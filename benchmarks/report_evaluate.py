@@ -235,6 +235,20 @@ def load_for_evaluation(spec: RunSpec, config: ReportConfig, with_training: bool
     return model, tokenizer, max_seq_length, data
 
 
+def kept_logits_path(out_dir: Path, spec: RunSpec) -> Path:
+    """Where the report keeps a run's all-layer dev logits beside its page (they outlive the run folder)."""
+    return out_dir / "results" / "logits" / f"{spec.model.name}-{spec.task.name}-{spec.method}-seed{spec.seed}.npz"
+
+
+def keep_logits(out_dir: Path, spec: RunSpec, logits: np.ndarray, labels: np.ndarray, digest: str) -> None:
+    """Keep the all-layer dev logits (L, N, C) and labels (N,) of a run beside the page (compressed, float32,
+    written atomically): any exit rule can be replayed on them once the trained model is gone."""
+    path = kept_logits_path(out_dir, spec)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, logits=np.asarray(logits, dtype=np.float32), labels=labels, digest=np.asarray(digest))
+
+
 def evaluate_run(spec: RunSpec, config: ReportConfig, log: Callable[[str], None] = lambda message: None) -> dict:
     """Evaluate one trained run (see the module docstring); -> the content of its report_eval.json. Raises
     ReportError when the real inference and the replay disagree beyond near ties."""
@@ -254,6 +268,7 @@ def evaluate_run(spec: RunSpec, config: ReportConfig, log: Callable[[str], None]
     logits = cached_logits(folder, "dev", examples_digest(examples),
                            lambda: all_layer_logits(model, features, 32, pad))
     labels = np.asarray(features.labels)
+    keep_logits(config.out_dir, spec, logits, labels, examples_digest(examples))
     records = replay_records(logits, labels, task, replay_candidates(spec.rules, task.num_labels), split)
     tuning = None
     if spec.method != PLAIN:

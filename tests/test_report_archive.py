@@ -145,3 +145,24 @@ def test_keep_from_reads_another_reports_results(report, tiny_bert, finished, tm
         assert report.main([*argv_for(tiny_bert, root, "--keep-from", str(bad)), "--evaluate-only"]) == 2
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert "--keep-from" in line and message in line
+
+
+def test_the_page_keeps_each_runs_logits_and_replaying_them_gives_its_records(finished):
+    import numpy as np
+
+    from benchmarks.report_plan import exit_rules_for
+    from benchmarks.report_replay import replay_candidates, replay_records
+    from pabee.tasks import get_task
+
+    results = results_of(finished)
+    assert results["logits_kept"] == 2
+    assert "**Logits kept**: 2 of the 2 runs" in (finished / "out" / "results.md").read_text()
+    task = get_task("RTE")
+    for entry in results["runs"]:
+        path = finished / "out" / "results" / "logits" / f"minilm-rte-{entry['method']}-seed42.npz"
+        with np.load(path, allow_pickle=False) as kept:
+            logits, labels = kept["logits"], kept["labels"]
+        assert logits.shape == (4, 12, 2) and logits.dtype == np.float32 and labels.shape == (12,)
+        rules = exit_rules_for(task, 4) if entry["method"] == "pabee" else []  # plain: full depth only
+        replayed = replay_records(logits, labels, task, replay_candidates(rules, 2), "dev")
+        assert json.loads(json.dumps(replayed)) == entry["records"]
