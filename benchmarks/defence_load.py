@@ -38,7 +38,14 @@ from benchmarks.pages import output_paths, replace_run, server_benchmark_main  #
 from benchmarks.serve_load import DEFAULT_WORK_DIR, BenchError, load_requests, versions  # noqa: E402
 from benchmarks.serve_load_client import metric_samples, metrics_delta, run_load  # noqa: E402
 from benchmarks.serve_load_measure import SERVER_WARMUP, cycled  # noqa: E402
-from benchmarks.serve_load_server import ServerError, ServerSpec, cpu_seconds, folder_key, running_servers  # noqa: E402
+from benchmarks.serve_load_server import (  # noqa: E402
+    ServerError,
+    ServerSpec,
+    add_server_arguments,
+    cpu_seconds,
+    folder_key,
+    running_servers,
+)
 from pabee.cli import _Parser, int_at_least, parse_int_list  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -68,17 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "concurrency (default 400; --quick: 16)")
     p.add_argument("--rounds", type=positive, default=1, help="rounds of the four configurations per level")
     p.add_argument("--max-seconds", type=float, default=300.0, help="a load run stops sending after this long")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="client timeout of one request (seconds)")
     p.add_argument("--pause-after-429", default="retry-after", help="what a client refused with 429 waits before "
                    "its next request: retry-after (the server's Retry-After) or a number of seconds")
-    p.add_argument("--threads", type=positive, default=2, help="pabee serve --threads")
-    p.add_argument("--max-batch-size", type=positive, default=32, help="pabee serve --max-batch-size")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="pabee serve --max-wait-ms")
-    p.add_argument("--server-arg", action="append", default=[], help="passed to both servers as is (repeatable; "
-                   "write --server-arg=--flag=value for flags)")
-    p.add_argument("--server-log-level", default="warning", help="pabee serve --log-level")
-    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a server may take to answer "
-                   "/health")
+    add_server_arguments(p, "both servers")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="server logs (under logs-defence/)")
     p.add_argument("--output", default=None, help="JSON report (default docs/serving-defence.json; --quick: a "
                    "temporary folder)")

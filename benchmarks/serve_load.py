@@ -39,7 +39,7 @@ import time  # noqa: E402
 from benchmarks.pages import output_paths, server_benchmark_main  # noqa: E402
 from benchmarks.serve_load_measure import measure_backend, requests_at  # noqa: E402
 from benchmarks.serve_load_render import render_markdown  # noqa: E402
-from benchmarks.serve_load_server import ServerError  # noqa: E402
+from benchmarks.serve_load_server import ServerError, add_server_arguments  # noqa: E402
 from benchmarks.speed import glue_task, load_texts  # noqa: E402
 from pabee.cli import _Parser, int_at_least, parse_int_list  # noqa: E402
 from pabee.data import DataError  # noqa: E402
@@ -70,13 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=positive, default=None, help="requests per load run (default 400; --quick: "
                    "16); half at concurrency 1, at least 8 x the concurrency")
     p.add_argument("--max-seconds", type=float, default=180.0, help="a load run stops sending after this long")
-    p.add_argument("--request-timeout", type=float, default=60.0, help="client timeout of one request (seconds)")
-    p.add_argument("--threads", type=positive, default=2, help="pabee serve --threads, and the offline baseline's")
-    p.add_argument("--max-batch-size", type=positive, default=32, help="pabee serve --max-batch-size")
-    p.add_argument("--max-wait-ms", type=float, default=5.0, help="pabee serve --max-wait-ms")
-    p.add_argument("--server-arg", action="append", default=[], help="passed to every pabee serve as is "
-                   "(repeatable; write --server-arg=--flag=value for flags)")
-    p.add_argument("--server-log-level", default="warning", help="pabee serve --log-level (info logs every request)")
+    add_server_arguments(p, "every pabee serve", threads_help="pabee serve --threads, and the offline baseline's")
     p.add_argument("--task", type=glue_task, default="RTE", help="GLUE task whose dev inputs are sent")
     p.add_argument("--task-dir", default=None, help="the task's GLUE folder or the GLUE root (default: $GLUE_DIR "
                    "or ../shared/glue)")
@@ -87,8 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-concurrency", type=positive, default=16)
     p.add_argument("--memory-max-seconds", type=float, default=3600.0)
     p.add_argument("--rss-interval", type=float, default=0.5, help="seconds between RSS samples")
-    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a server may take to answer "
-                   "/health")
     p.add_argument("--work-dir", default=str(DEFAULT_WORK_DIR), help="ONNX exports and server logs")
     p.add_argument("--output", default=None, help="JSON report (default docs/serving.json; --quick: a temporary "
                    "folder)")

@@ -12,6 +12,7 @@ them.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import hashlib
@@ -26,6 +27,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
+
+from pabee.cli import int_at_least
 
 READY_LINE = re.compile(r" on http://(?P<host>\S+?):(?P<port>\d+) \(exit rule")
 # the files of a run folder an export is made from: a change to any of them makes a cached export stale
@@ -137,6 +140,22 @@ class ServerProcess:
                 os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait()
         return self.process.returncode
+
+
+def add_server_arguments(p: argparse.ArgumentParser, server_arg_help: str,
+                         threads_help: str = "pabee serve --threads") -> None:
+    """The options of the ``pabee serve`` processes a load benchmark starts (shared by serve_load.py and
+    defence_load.py): threads, batching, extra flags, log level, start-up and request timeouts."""
+    positive = int_at_least(1)
+    p.add_argument("--request-timeout", type=float, default=60.0, help="client timeout of one request (seconds)")
+    p.add_argument("--threads", type=positive, default=2, help=threads_help)
+    p.add_argument("--max-batch-size", type=positive, default=32, help="pabee serve --max-batch-size")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="pabee serve --max-wait-ms")
+    p.add_argument("--server-arg", action="append", default=[], help=f"passed to {server_arg_help} as is "
+                   "(repeatable; write --server-arg=--flag=value for flags)")
+    p.add_argument("--server-log-level", default="warning", help="pabee serve --log-level (info logs every request)")
+    p.add_argument("--startup-timeout", type=float, default=600.0, help="seconds a server may take to answer "
+                   "/health")
 
 
 @contextlib.contextmanager
