@@ -178,13 +178,33 @@ def index_records(runs: Sequence[dict], split: str) -> dict[tuple, dict[int, dic
     return table
 
 
+def labelled_points(runs: Sequence[dict], task: TaskSpec, split: str) -> dict[tuple, dict]:
+    """{(method, rule kind, value, threshold): point over the runs' seeds, with its row label}."""
+    points = {key: point_stats(by_seed, task) for key, by_seed in index_records(runs, split).items()}
+    for (method, kind, value, threshold), point in points.items():
+        point["label"] = "plain fine-tuning" if method == PLAIN else rule_label(kind, value, task, threshold)
+    return points
+
+
+def distill_comparison(runs: Sequence[dict], task: TaskSpec, num_layers: int, split: str) -> dict | None:
+    """Distill against PABEE (:func:`benchmarks.report_compare.compare_distill`) over the seeds both methods have,
+    with plain fine-tuning of those seeds for the within-0.5-points pick (None unless plain has every one of them);
+    None without distill runs. With no seed in common, every run of both (``same_seeds`` then says no)."""
+    if not any(r["method"] == DISTILL for r in runs):
+        return None
+    seeds = {r["seed"] for r in runs if r["method"] == DISTILL} & {r["seed"] for r in runs if r["method"] == PABEE}
+    same = [r for r in runs if r["seed"] in seeds] if seeds else list(runs)
+    points = labelled_points(same, task, split)
+    plain = points.get((PLAIN, "patience", 0, None))
+    if plain is not None and set(plain["seeds"]) != seeds:
+        plain = None
+    return compare_distill(points, task, num_layers, plain)
+
+
 def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> dict:
     """Means over seeds of every point, the matched rows, the picks and their verdicts for one model and task."""
     split = task.dev_splits[0]
-    table = index_records(runs, split)
-    points = {key: point_stats(by_seed, task) for key, by_seed in table.items()}
-    for (method, kind, value, threshold), point in points.items():
-        point["label"] = "plain fine-tuning" if method == PLAIN else rule_label(kind, value, task, threshold)
+    points = labelled_points(runs, task, split)
     plain = points.get((PLAIN, "patience", 0, None))
     full = points.get((PABEE, "patience", 0, None))
     if plain is not None and full is not None:
@@ -209,7 +229,7 @@ def summarize_task(model: ModelSpec, task: TaskSpec, runs: Sequence[dict]) -> di
         "best_patience": best, "best_verdicts": verdicts(best, model.name),
         "fastest_within": fastest, "fastest_verdicts": verdicts(fastest, model.name),
         "training": training_ratio(runs),
-        "distill": compare_distill(points, task, model.num_layers, plain),  # None without distill runs
+        "distill": distill_comparison(runs, task, model.num_layers, split),  # None without distill runs
         "tuned": tuned,
         "targets": target_checks(model.name, task, tuned),
         "regression_tradeoff": regression_tradeoff(runs, task, None if plain is None else main_mean(plain, metric)),

@@ -62,5 +62,7 @@ def compare_distill(points: dict[tuple, dict], task: TaskSpec, num_layers: int, 
         "patience": patience_points(distill),
         "best_patience": ours["best patience"],
         "fastest_within": ours["fastest patience within 0.5 points"],
+        "pabee": {"full_depth": theirs["full depth"], "best_patience": theirs["best patience"],
+                  "fastest_within": theirs["fastest patience within 0.5 points"]},  # PABEE over the same runs
         "rows": rows,
     }

@@ -183,3 +183,29 @@ def test_quick_report_with_distill_and_hybrid_rules(report, tiny, tmp_path, caps
     page = (old / "results.md").read_text()
     assert "Self-distillation" not in page and "distill =" not in page and "| PABEE | full depth |" in page
     assert report_render.with_distill(results) == []
+
+
+def test_distill_is_compared_with_pabee_on_the_seeds_both_have(report, tiny, tmp_path, capsys):
+    write_glue_task(tmp_path / "glue", "RTE", n=16)
+    base = ["--quick", "--model-path", f"minilm={tiny}", "--glue-dir", str(tmp_path / "glue"), "--tasks", "RTE",
+            "--max-train-samples", "12", "--max-eval-samples", "10", "--work-dir", str(tmp_path / "work"),
+            "--out-dir", str(tmp_path / "out")]
+    assert report.main([*base, "--seeds", "42,43", "--train-only"]) == 0  # plain and PABEE at 42 and 43
+    assert report.main([*base, "--seeds", "42", "--methods", "plain,pabee,distill", "--train-only"]) == 0
+    assert report.main([*base, "--seeds", "42,43", "--methods", "plain,pabee,distill", "--evaluate-only"]) == 0
+    capsys.readouterr()
+    (summary,) = json.loads((tmp_path / "out" / "results.json").read_text())["summaries"]
+    assert summary["full_depth"]["seeds"] == [42, 43]  # the PABEE table keeps both seeds
+    d = summary["distill"]
+    assert d["same_seeds"] and d["seeds"] == [42]
+    for row in d["rows"]:
+        if row["pabee"] is not None:
+            assert row["pabee"]["seeds"] == [42], row["name"]  # PABEE restricted to distill's seed
+    full = next(r for r in d["rows"] if r["name"] == "full depth")
+    by_seed = {r["seed"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+               if r["method"] == "pabee"}
+    seed42_full = next(r for r in by_seed[42]["records"] if r["exit_rule"] == "patience" and r["exit_value"] == 0)
+    assert full["pabee"]["metrics"]["acc"]["mean"] == pytest.approx(seed42_full["metrics"]["acc"])
+    assert d["pabee"]["full_depth"]["seeds"] == [42]  # the summary's PABEE columns use the same seed
+    page = (tmp_path / "out" / "results.md").read_text()
+    assert "| minilm | RTE | 42 | " in page
