@@ -44,8 +44,8 @@ def pct(value: float | None) -> str:
     return "–" if value is None else f"{100 * value:.1f}"
 
 
-def times(value: float | None, mark: str = "") -> str:
-    return "–" if value is None else f"{value:.2f}×{mark}"
+def times(value: float | None, mark: str = "", digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}×{mark}"
 
 
 def ratio(value: float | None) -> str:

@@ -243,7 +243,7 @@ def test_a_partial_grid_renders_with_missing_runs(report, tiny_bert, tmp_path, c
     page = (tmp_path / "out" / "results.md").read_text()
     assert "**Partial grid**: 2 planned runs not trained yet" in page
     assert "Missing (not trained yet): pabee seed 42, plain seed 43." in page
-    assert re.search(r"\| minilm \| RTE \| pabee \| ≥ 1\.3× within 0\.5 \| \d\.\d\d×, – \| missing \|", page)
+    assert re.search(r"\| minilm \| RTE \| pabee \| ≥ 1\.3× within 0\.5 \| \d\.\d\d\d×, – \| missing \|", page)
     assert target["honest"]["layer_speedup"] == pytest.approx(tuned["honest"]["layer_speedup"]["mean"])
     assert report.main([*argv, "--evaluate-only", "--train-only"]) == 2
     assert "exclude each other" in one_error_line(capsys)
