@@ -97,7 +97,12 @@ def test_predict_shapes_match_text_embeddings_inference(predictor):
         assert sum(e["score"] for e in entries) == pytest.approx(1.0)
         assert {e["exit_layer"] for e in entries} == {p.exit_layer}
         assert response.headers["x-exit-layers"] == str(p.exit_layer)
-    assert batch.json() == [single.json(), pair.json()]
+    # a batch answers as the single requests did: the same labels and exit layers; scores equal up to float32
+    # rounding (matrix kernels may sum in another order for another batch shape, e.g. with AMX on Intel CPUs)
+    for batched, alone in zip(batch.json(), [single.json(), pair.json()], strict=True):
+        assert [(e["label"], e["exit_layer"], e["truncated"]) for e in batched] == [
+            (e["label"], e["exit_layer"], e["truncated"]) for e in alone]
+        assert [e["score"] for e in batched] == pytest.approx([e["score"] for e in alone], rel=1e-5, abs=1e-7)
     assert batch.headers["x-exit-layers"] == f"{expected[0].exit_layer},{expected[1].exit_layer}"
     logits = {e["label"]: e["score"] for e in raw.json()}
     assert [logits[label] for label in ("sad", "happy", "meh")] == pytest.approx(expected[0].logits, abs=1e-5)
