@@ -265,10 +265,10 @@ def evaluate_run(spec: RunSpec, config: ReportConfig, log: Callable[[str], None]
     if features.labels is None:
         raise ReportError(f"{spec.label}: the {split} split has no labels")
     log(f"  one pass over {len(features)} {split} examples for every layer's logits")
-    logits = cached_logits(folder, "dev", examples_digest(examples),
-                           lambda: all_layer_logits(model, features, 32, pad))
+    digest = examples_digest(examples)
+    logits = cached_logits(folder, "dev", digest, lambda: all_layer_logits(model, features, 32, pad))
     labels = np.asarray(features.labels)
-    keep_logits(config.out_dir, spec, logits, labels, examples_digest(examples))
+    keep_logits(config.out_dir, spec, logits, labels, digest)
     records = replay_records(logits, labels, task, replay_candidates(spec.rules, task.num_labels), split)
     tuning = None
     if spec.method != PLAIN:
