@@ -84,6 +84,11 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
     return "trained"
 
 
+def status_of(spec: RunSpec, config: ReportConfig, archive: Mapping[Path, dict]) -> str:
+    """:func:`run_status`, or ARCHIVED for a run kept from results.json (report_archive: its folder is gone)."""
+    return ARCHIVED if spec.output_dir in archive else run_status(spec, config)
+
+
 def resumable(folder: Path) -> bool:
     """Whether an unfinished training of this report left a checkpoint in ``folder`` to resume from."""
     meta = read_json(folder / RUN_META)
@@ -184,13 +189,13 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
     skipped (the report shows them as missing), nothing is trained. ``archive``: {folder: entry} of the runs kept
     from the previous results.json (:mod:`benchmarks.report_archive`), neither trained nor evaluated."""
     archive = archive or {}
-    statuses = [ARCHIVED if spec.output_dir in archive else run_status(spec, config) for spec in plan]
+    statuses = [status_of(spec, config, archive) for spec in plan]  # every folder checked before anything runs
     missing = sum(s == "new" for s in statuses) if config.evaluate_only else 0
     todo = sum(s not in ("done", ARCHIVED) for s in statuses) - missing
     trained = sum(s == "trained" for s in statuses)
     skipped = f", {missing} not trained yet (skipped: --evaluate-only)" if config.evaluate_only else ""
     kept = sum(s == ARCHIVED for s in statuses)
-    archived = f" ({kept} of them from {config.out_dir / 'results.json'}, their folders gone)" if kept else ""
+    archived = f" ({kept} of them kept from results.json, their folders gone)" if kept else ""
     log(f"plan: {len(plan)} runs, {len(plan) - todo - missing} reused{archived}, {todo} to run ({trained} of them "
         f"trained already, only evaluated){skipped} (work dir {config.work_dir})")
     start = time.perf_counter()
@@ -221,8 +226,7 @@ def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str]
     -> runs trained."""
     archive = archive or {}
     mine = shard_of(plan, config.shard)
-    # this shard's folders checked before anything runs
-    statuses = [ARCHIVED if spec.output_dir in archive else run_status(spec, config) for _, spec in mine]
+    statuses = [status_of(spec, config, archive) for _, spec in mine]  # checked before anything runs
     todo = sum(s == "new" for s in statuses)
     part = f"shard {config.shard_label}: {len(mine)} of them, " if config.shard else ""
     log(f"plan: {len(plan)} runs, {part}{len(mine) - todo} trained already, {todo} to train "
