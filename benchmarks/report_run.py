@@ -8,6 +8,10 @@ all-layer pass, replay scoring, tuning, a few timed settings and the replay == i
 made with the run's evaluation key, "trained" when its training finished (recorded in RUN_META) but its evaluation
 did not, else "new". A folder evaluated only by the earlier scheme (``eval_results.json`` with every rule timed) is
 "trained": it is evaluated again (cheaply), its old file is left as it was.
+
+Invocations may share a work directory (two ``--shard``s, or the same command started twice): a process works on
+a run only while it holds the run's lock (:func:`claim`, a file beside the folder); a run another process holds is
+skipped, and one that another process finished meanwhile is reused.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
+from filelock import FileLock, Timeout
 
 from pabee.config import is_pabee_folder
 from pabee.evaluate import RESULTS_NAME
@@ -87,6 +92,24 @@ def run_status(spec: RunSpec, config: ReportConfig) -> str:
 def status_of(spec: RunSpec, config: ReportConfig, archive: Mapping[Path, dict]) -> str:
     """:func:`run_status`, or ARCHIVED for a run kept from results.json (report_archive: its folder is gone)."""
     return ARCHIVED if spec.output_dir in archive else run_status(spec, config)
+
+
+@contextlib.contextmanager
+def claim(folder: Path) -> Iterator[bool]:
+    """Hold the lock of the run in ``folder`` while the block runs: yields True, or False at once when another
+    process holds it (it is training or evaluating that run). The lock file lies beside the folder, which training
+    a run afresh removes and recreates."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(folder.with_name(folder.name + ".lock")), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        lock.release()
 
 
 def resumable(folder: Path) -> bool:
@@ -212,9 +235,20 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
         if status == "done":
             log(f"{prefix} reused {spec.label} ({spec.output_dir})")
             continue
-        what = "train + evaluate" if status == "new" else "evaluate the trained model"
-        log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
-        taken = execute_run(spec, status, config, log=log)
+        with claim(spec.output_dir) as mine:
+            status = run_status(spec, config) if mine else status  # another process may have finished it
+            if not mine or (status == "new" and config.evaluate_only):
+                why = "another process is working on it" if not mine else "not trained yet"
+                log(f"{prefix} missing {spec.label}: {why} ({spec.output_dir})")
+                del reused[spec.output_dir]
+                continue
+            if status == "done":
+                log(f"{prefix} reused {spec.label}: another process finished it ({spec.output_dir})")
+                reused[spec.output_dir] = True
+                continue
+            what = "train + evaluate" if status == "new" else "evaluate the trained model"
+            log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
+            taken = execute_run(spec, status, config, log=log)
         log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
             f"(report so far {format_seconds(time.perf_counter() - start)})")
     return reused
@@ -238,8 +272,14 @@ def train_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str]
             what = {"done": "evaluated", ARCHIVED: "in results.json (archived)"}.get(status, "trained, not evaluated")
             log(f"{prefix} skipped {spec.label}: already {what} ({spec.output_dir})")
             continue
-        log(f"{prefix} start {spec.label}: train only -> {spec.output_dir}")
-        taken = execute_run(spec, status, config, evaluate=False)
+        with claim(spec.output_dir) as mine:
+            if not mine or run_status(spec, config) != "new":  # being trained, or trained meanwhile, elsewhere
+                why = "another process is training it" if not mine else "another process trained it"
+                log(f"{prefix} skipped {spec.label}: {why} ({spec.output_dir})")
+                todo -= 1
+                continue
+            log(f"{prefix} start {spec.label}: train only -> {spec.output_dir}")
+            taken = execute_run(spec, status, config, evaluate=False)
         log(f"{prefix} finished {spec.label} in {describe_taken(taken)} "
             f"(training so far {format_seconds(time.perf_counter() - start)})")
     return todo

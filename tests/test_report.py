@@ -355,6 +355,33 @@ def test_a_run_folder_with_other_or_missing_settings_is_refused_never_reused(rep
         report_run.run_status(spec, config_for(report, argv))
 
 
+def test_a_run_another_process_holds_is_skipped_then_reused(report, tmp_path, capsys):
+    """Two invocations on one work dir (two shards, or one command started twice) never work on the same run."""
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    write_glue_task(tmp_path / "glue", "RTE", n=16)
+    argv = ["--quick", "--model-path", f"minilm={tiny}", "--glue-dir", str(tmp_path / "glue"),
+            "--max-train-samples", "8", "--max-eval-samples", "8", "--work-dir", str(tmp_path / "w"),
+            "--out-dir", str(tmp_path / "o")]
+    plain, pabee = report_plan.plan_runs(config_for(report, argv))
+    with report_run.claim(pabee.output_dir) as mine:  # as if another process were training the PABEE run
+        assert mine
+        with report_run.claim(pabee.output_dir) as again:
+            assert not again  # one holder at a time (flock on a file beside the folder)
+        assert report.main([*argv, "--train-only"]) == 0
+        printed = capsys.readouterr().out
+        assert "start minilm RTE seed 42 plain: train only" in printed
+        assert "skipped minilm RTE seed 42 pabee: another process is training it" in printed
+        assert not pabee.output_dir.exists()
+        assert report.main([*argv, "--evaluate-only"]) == 0  # evaluates the plain run, shows PABEE as missing
+        printed = capsys.readouterr().out
+        assert "start minilm RTE seed 42 plain: evaluate the trained model" in printed
+        assert "missing minilm RTE seed 42 pabee" in printed
+    assert report.main([*argv, "--train-only"]) == 0  # released: now it is trained
+    printed = capsys.readouterr().out
+    assert "start minilm RTE seed 42 pabee: train only" in printed and "plain: train only" not in printed
+    assert report_run.run_status(pabee, config_for(report, argv)) == "trained"
+
+
 def test_epochs_per_task_override_the_model_default(report):
     parse = report_args.per_model(report_args.positive_float, tasks=True)
     assert parse("SST2=2") == ("task:sst-2", 2.0)
