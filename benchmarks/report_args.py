@@ -166,9 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{QUICK['timing_rounds']} timing round, into runs/report-quick (explicit flags override "
                         "these)")
     p.add_argument("--models", type=model_list, default=None, help=f"comma-separated, from {', '.join(MODELS)}")
-    p.add_argument("--tasks", type=task_list, default=None,
-                   help="comma-separated GLUE tasks for every model (default: MiniLM RTE,MRPC,STS-B,CoLA,SST-2; "
-                        "MPNet RTE,MRPC,STS-B)")
+    p.add_argument("--tasks", type=per_model(task_list), action="append", default=None, metavar="[MODEL=]TASKS",
+                   help="comma-separated GLUE tasks for every model, or MODEL=TASKS for one model (repeatable; "
+                        "default: MiniLM RTE,MRPC,STS-B,CoLA,SST-2; MPNet RTE,MRPC,STS-B)")
     p.add_argument("--max-seeds", type=per_model(positive_int), action="append", default=None,
                    metavar="[MODEL=]N",
                    help="use only the first N seeds of each task for every model or MODEL=N for one (default: "
@@ -333,8 +333,10 @@ def make_config(args: argparse.Namespace, argv: list[str]) -> ReportConfig:
     names = args.models or (["minilm"] if quick else list(MODELS))
     models = [resolve_model(name, paths) for name in dict.fromkeys(names)]
     tasks = {}
+    given_tasks = dict(args.tasks or [])  # {None: every model's, model: its own}, the last of each wins
     for m in models:
-        chosen = args.tasks or [get_task(t) for t in (QUICK_TASKS if quick else DEFAULT_TASKS[m.name])]
+        chosen = given_tasks.get(m.name) or given_tasks.get(None) or [
+            get_task(t) for t in (QUICK_TASKS if quick else DEFAULT_TASKS[m.name])]
         tasks[m.name] = list({t.name: t for t in chosen}.values())
     all_tasks = list({t.name: t for ts in tasks.values() for t in ts}.values())
     rounds = args.timing_rounds or (QUICK["timing_rounds"] if quick else DEFAULT_TIMING_ROUNDS)

@@ -245,9 +245,24 @@ def test_per_model_values_set_each_models_run_key_and_training(report, tmp_path)
     assert "--max-train-samples all" in report_plan.subset_command(quick, "mpnet", get_task("RTE"))
 
 
+def test_tasks_per_model(report, tmp_path):
+    tiny = save_tiny_bert(tmp_path / "tiny")
+    paths = ["--model-path", f"minilm={tiny}", "--model-path", f"mpnet={tiny}", "--models", "minilm,mpnet",
+             "--work-dir", str(tmp_path / "w"), "--out-dir", str(tmp_path / "o")]
+    names = lambda config: {m: [t.folder for t in ts] for m, ts in config.tasks.items()}  # noqa: E731
+    assert names(config_for(report, paths)) == {"minilm": ["RTE", "MRPC", "STS-B", "CoLA", "SST-2"],
+                                                "mpnet": ["RTE", "MRPC", "STS-B"]}
+    assert names(config_for(report, [*paths, "--tasks", "minilm=RTE,CoLA"])) == {
+        "minilm": ["RTE", "CoLA"], "mpnet": ["RTE", "MRPC", "STS-B"]}
+    config = config_for(report, [*paths, "--tasks", "mrpc", "--tasks", "MPNet=STS-B"])
+    assert names(config) == {"minilm": ["MRPC"], "mpnet": ["STS-B"]}
+    assert {(s.model.name, s.task.folder) for s in report_plan.plan_runs(config)} == {("minilm", "MRPC"),
+                                                                                       ("mpnet", "STS-B")}
+
+
 @pytest.mark.parametrize("bad", [["--epochs", "bert=3"], ["--learning-rate", "0"], ["--max-train-samples", "-1"],
                                  ["--epochs", "minilm="], ["--timing-rounds", "0"], ["--shard", "3/2"],
-                                 ["--shard", "1"]])
+                                 ["--shard", "1"], ["--tasks", "bert=RTE"], ["--tasks", "minilm=RTE,XNLI"]])
 def test_bad_values_are_rejected(bad, report, capsys):
     with pytest.raises(SystemExit) as raised:
         report_args.build_parser().parse_args(bad)
