@@ -228,23 +228,21 @@ def run_all(plan: Sequence[RunSpec], config: ReportConfig, log: Callable[[str], 
         if status == "new" and config.evaluate_only:
             log(f"{prefix} missing {spec.label}: not trained yet ({spec.output_dir})")
             continue
-        reused[spec.output_dir] = status in ("done", ARCHIVED)
         if status == ARCHIVED:
             log(f"{prefix} reused {spec.label} from results.json (its folder {spec.output_dir} is gone)")
-            continue
-        if status == "done":
+        elif status == "done":
             log(f"{prefix} reused {spec.label} ({spec.output_dir})")
+        if status in ("done", ARCHIVED):
+            reused[spec.output_dir] = True
             continue
         with claim(spec.output_dir) as mine:
-            status = run_status(spec, config) if mine else status  # another process may have finished it
-            if not mine or (status == "new" and config.evaluate_only):
-                why = "another process is working on it" if not mine else "not trained yet"
-                log(f"{prefix} missing {spec.label}: {why} ({spec.output_dir})")
-                del reused[spec.output_dir]
+            if not mine:
+                log(f"{prefix} missing {spec.label}: another process is working on it ({spec.output_dir})")
                 continue
+            status = run_status(spec, config)  # another process may have finished it meanwhile
+            reused[spec.output_dir] = status == "done"
             if status == "done":
                 log(f"{prefix} reused {spec.label}: another process finished it ({spec.output_dir})")
-                reused[spec.output_dir] = True
                 continue
             what = "train + evaluate" if status == "new" else "evaluate the trained model"
             log(f"{prefix} start {spec.label}: {what} -> {spec.output_dir}")
